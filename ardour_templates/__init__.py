@@ -1,0 +1,1 @@
+"""ardour_templates."""

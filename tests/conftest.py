@@ -1,0 +1,33 @@
+"""Fixtures shared by the whole suite: tiny random MusicGen checkpoints in the hub layout, a data directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.checkpoints import build_random_checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few-megabyte mono MusicGen checkpoint, built once per test session."""
+    return build_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "musicgen-tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_stereo_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "musicgen-tiny-stereo", stereo=True)
+
+
+@pytest.fixture
+def data_home(tmp_path: Path) -> Path:
+    """An empty DGX_MUSIC_HOME."""
+    home = tmp_path / "home"
+    home.mkdir()
+    return home
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
