@@ -11,7 +11,7 @@ and load them through the very code path a real checkpoint takes.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
@@ -24,7 +24,7 @@ from transformers import (
     MusicgenForConditionalGeneration,
     MusicgenProcessor,
     T5Config,
-    T5TokenizerFast,
+    T5Tokenizer,
 )
 
 Size = Literal["tiny", "small"]
@@ -46,7 +46,7 @@ _TOKENIZER_CORPUS = [
 ]
 
 
-def _train_tokenizer(vocab_size: int) -> T5TokenizerFast:
+def _train_tokenizer(vocab_size: int) -> T5Tokenizer:
     """A small T5-style (Unigram + Metaspace) tokenizer, trained in-process."""
     tokenizer = Tokenizer(models.Unigram())
     tokenizer.normalizer = normalizers.NFKC()
@@ -58,7 +58,7 @@ def _train_tokenizer(vocab_size: int) -> T5TokenizerFast:
         unk_token="<unk>",
     )
     tokenizer.train_from_iterator(_TOKENIZER_CORPUS * 20, trainer=trainer)
-    return T5TokenizerFast(
+    return T5Tokenizer(
         tokenizer_object=tokenizer,
         pad_token="<pad>",
         eos_token="</s>",
@@ -71,33 +71,69 @@ def _configs(size: Size, stereo: bool, text_vocab: int) -> MusicgenConfig:
     channels = 2 if stereo else 1
     if size == "tiny":
         text = T5Config(
-            vocab_size=text_vocab, d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2,
-            decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+            vocab_size=text_vocab,
+            d_model=32,
+            d_kv=16,
+            d_ff=64,
+            num_layers=2,
+            num_heads=2,
+            pad_token_id=0,
+            eos_token_id=1,
         )
         audio = EncodecConfig(
-            sampling_rate=SAMPLE_RATE, audio_channels=1, codebook_size=CODEBOOK_SIZE,
-            target_bandwidths=[2.2], upsampling_ratios=[8, 5, 4, 4], hidden_size=16, num_filters=4,
-            num_lstm_layers=1, use_causal_conv=False, use_conv_shortcut=False,
+            sampling_rate=SAMPLE_RATE,
+            audio_channels=1,
+            codebook_size=CODEBOOK_SIZE,
+            target_bandwidths=[2.2],
+            upsampling_ratios=[8, 5, 4, 4],
+            hidden_size=16,
+            num_filters=4,
+            num_lstm_layers=1,
+            use_causal_conv=False,
+            use_conv_shortcut=False,
         )
         decoder = MusicgenDecoderConfig(
-            vocab_size=CODEBOOK_SIZE, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-            ffn_dim=64, num_codebooks=4 * channels, audio_channels=channels,
+            vocab_size=CODEBOOK_SIZE,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            ffn_dim=64,
+            num_codebooks=4 * channels,
+            audio_channels=channels,
             max_position_embeddings=2048,
         )
     else:
         # The published facebook/musicgen-small configuration (stereo-small doubles the codebooks).
         text = T5Config(
-            vocab_size=text_vocab, d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12,
-            decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+            vocab_size=text_vocab,
+            d_model=768,
+            d_kv=64,
+            d_ff=3072,
+            num_layers=12,
+            num_heads=12,
+            pad_token_id=0,
+            eos_token_id=1,
         )
         audio = EncodecConfig(
-            sampling_rate=SAMPLE_RATE, audio_channels=1, codebook_size=CODEBOOK_SIZE,
-            target_bandwidths=[2.2], upsampling_ratios=[8, 5, 4, 4], hidden_size=128, num_filters=64,
-            num_lstm_layers=2, use_causal_conv=False, use_conv_shortcut=False,
+            sampling_rate=SAMPLE_RATE,
+            audio_channels=1,
+            codebook_size=CODEBOOK_SIZE,
+            target_bandwidths=[2.2],
+            upsampling_ratios=[8, 5, 4, 4],
+            hidden_size=128,
+            num_filters=64,
+            num_lstm_layers=2,
+            use_causal_conv=False,
+            use_conv_shortcut=False,
         )
         decoder = MusicgenDecoderConfig(
-            vocab_size=CODEBOOK_SIZE, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-            ffn_dim=4096, num_codebooks=4 * channels, audio_channels=channels,
+            vocab_size=CODEBOOK_SIZE,
+            hidden_size=1024,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            ffn_dim=4096,
+            num_codebooks=4 * channels,
+            audio_channels=channels,
             max_position_embeddings=2048,
         )
     decoder.pad_token_id = decoder.bos_token_id = CODEBOOK_SIZE
@@ -119,6 +155,13 @@ def build_random_checkpoint(
     config = _configs(size, stereo, text_vocab=len(tokenizer))
     torch.manual_seed(seed)
     model = MusicgenForConditionalGeneration(config)
+    # EnCodec's codebooks are buffers that start at zero (training fills them); left so, every code decodes to
+    # the same vector and the audio would not depend on what was generated.
+    quantizer: Any = model.audio_encoder.quantizer
+    with torch.no_grad():
+        for layer in quantizer.layers:
+            layer.codebook.embed.normal_()
+            layer.codebook.embed_avg.copy_(layer.codebook.embed)
     model.generation_config = GenerationConfig(
         do_sample=True,
         guidance_scale=3.0,
@@ -130,7 +173,5 @@ def build_random_checkpoint(
     )
     model.save_pretrained(directory)
     feature_extractor = EncodecFeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE)
-    MusicgenProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(
-        directory
-    )
+    MusicgenProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(directory)
     return directory

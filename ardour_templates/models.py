@@ -1,0 +1,62 @@
+"""The public data types: what goes in (Clip) and what comes out (SessionManifest)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Clip(BaseModel):
+    """One audio file that becomes one track. `start_s` is used by the "explicit" arrangement only."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: Path
+    name: str
+    start_s: float | None = Field(default=None, ge=0.0, le=86_400.0, allow_inf_nan=False)
+    gain_db: float = Field(default=0.0, ge=-60.0, le=24.0, allow_inf_nan=False)
+    comment: str = Field(default="", max_length=20_000)
+
+
+class TrackInfo(BaseModel):
+    strip_id: int = Field(
+        description="1-based order of the track among the session's strips (ardour-mcp's ssid)"
+    )
+    name: str
+    file: Path = Field(description="the WAV inside interchange/NAME/audiofiles/")
+    source_file: Path = Field(description="the clip's original audio file")
+    channels: int
+    source_sample_rate: int
+    resampled: bool
+    gain_db: float
+    start_samples: int
+    length_samples: int
+    start_s: float
+    length_s: float
+
+
+class MarkerInfo(BaseModel):
+    name: str
+    start_samples: int
+    start_s: float
+
+
+class SessionManifest(BaseModel):
+    requested_name: str
+    session_name: str = Field(description="the name actually used (sanitised, and numbered if it existed)")
+    renamed: bool = Field(description="True when the name differs from requested_name")
+    notes: list[str] = Field(description="why the name changed, in words")
+    session_dir: Path
+    ardour_file: Path
+    manifest_file: Path
+    sample_rate: int
+    bpm: float
+    meter: tuple[int, int]
+    length_samples: int
+    length_s: float
+    tracks: list[TrackInfo]
+    markers: list[MarkerInfo]
+    metadata: dict[str, str]
+    open_command: str
+    osc_enabled: bool

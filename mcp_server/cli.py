@@ -1,0 +1,303 @@
+"""`dgx-music`: serve the MCP server, generate from the shell, browse the history, check and set up a host.
+
+Expected failures (bad input, unknown model, bad configuration) end with one ``error: ...`` line on stderr
+and exit status 1; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import enum
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import anyio
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from mcp_server.config import ConfigError, Settings, check_http_exposure
+from mcp_server.logs import setup_logging
+
+if TYPE_CHECKING:
+    from engine import GenerationRequest
+    from mcp_server.schemas import Job
+    from mcp_server.service import JobService
+
+app = typer.Typer(
+    name="dgx-music",
+    help="Generate music with MusicGen: an MCP server, a history and Ardour export.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema: upgrade to the latest revision or show the current one.")
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True)
+
+
+class TransportName(enum.StrEnum):
+    stdio = "stdio"
+    sse = "sse"
+    http = "http"
+
+
+Home = Annotated[Path | None, typer.Option("--home", help="Data directory (env DGX_MUSIC_HOME).")]
+Model = Annotated[
+    str | None, typer.Option("--model", "-m", help="Model alias, hub id or path (env DGX_MUSIC_MODEL).")
+]
+Device = Annotated[str | None, typer.Option(help="cuda, cuda:N or cpu (env DGX_MUSIC_DEVICE).")]
+Dtype = Annotated[str | None, typer.Option(help="bfloat16, float16 or float32 (env DGX_MUSIC_DTYPE).")]
+DatabaseUrl = Annotated[str | None, typer.Option(help="SQLAlchemy URL (env DGX_MUSIC_DATABASE_URL).")]
+
+
+def fail(message: str) -> NoReturn:
+    err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Errors whose message is written for the user become one line on stderr and exit status 1."""
+    try:
+        yield
+    except ConfigError as exc:
+        fail(str(exc))
+    except Exception as exc:
+        # Imported here: these packages pull in torch, which `--help` and early refusals should not wait for.
+        from engine import EngineError
+        from mcp_server.service import ServiceError
+        from storage import StorageError
+
+        if isinstance(exc, ServiceError | EngineError | StorageError):
+            fail(str(exc))
+        raise
+
+
+def load_settings(**flags: Any) -> Settings:
+    try:
+        return Settings.load(None, **flags)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def serve(
+    transport: Annotated[TransportName, typer.Option(help="stdio for Claude Desktop/Code; sse or http.")] = (
+        TransportName.stdio
+    ),
+    host: Annotated[
+        str, typer.Option(help="HTTP bind address; non-loopback needs DGX_MUSIC_TOKEN.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port.")] = 8000,
+    home: Home = None,
+    model: Model = None,
+    device: Device = None,
+    dtype: Dtype = None,
+    database_url: DatabaseUrl = None,
+    max_batch: Annotated[
+        int | None, typer.Option(help="Jobs decoded together (env DGX_MUSIC_MAX_BATCH).")
+    ] = None,
+    max_queue: Annotated[
+        int | None, typer.Option(help="Pending jobs allowed (env DGX_MUSIC_MAX_QUEUE).")
+    ] = None,
+    job_timeout_s: Annotated[
+        float | None, typer.Option(help="Per-job time limit in seconds (env DGX_MUSIC_JOB_TIMEOUT_S).")
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = None,
+) -> None:
+    """Run the MCP server (stdio by default: stdout carries the protocol, logs go to stderr and a file)."""
+    settings = load_settings(
+        home=home,
+        model=model,
+        device=device,
+        dtype=dtype,
+        database_url=database_url,
+        max_batch=max_batch,
+        max_queue=max_queue,
+        job_timeout_s=job_timeout_s,
+        log_level=log_level,
+    )
+    with user_errors():
+        if transport is not TransportName.stdio:
+            check_http_exposure(settings.token, host)  # before the slow imports: refuse at once
+        setup_logging(settings.log_level, settings.log_file)
+        from mcp_server.serving import serve as run_server
+
+        run_server(settings, transport.value, host, port)
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="What the music should sound like.")],
+    duration: Annotated[float, typer.Option("--duration", "-d", help="Seconds, 1-30.")] = 10.0,
+    seed: Annotated[int | None, typer.Option(help="Seed for a reproducible result.")] = None,
+    model: Model = None,
+    out_file: Annotated[Path | None, typer.Option("--out", "-o", help="Also copy the WAV here.")] = None,
+    loudness: Annotated[float, typer.Option(help="Target integrated loudness, LUFS (-40 to -6).")] = -14.0,
+    no_normalize: Annotated[
+        bool, typer.Option("--no-normalize", help="Keep the level as generated.")
+    ] = False,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature, (0, 2].")] = 1.0,
+    top_k: Annotated[int, typer.Option(help="Top-k sampling, 0-2048 (0 = off).")] = 250,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling, 0-1 (0 = off).")] = 0.0,
+    guidance_scale: Annotated[float, typer.Option(help="Classifier-free guidance, 0-10.")] = 3.0,
+    home: Home = None,
+    device: Device = None,
+    dtype: Dtype = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Generate one piece and keep it in the history, as the MCP server would."""
+    settings = load_settings(home=home, device=device, dtype=dtype, database_url=database_url)
+    setup_logging("WARNING", settings.log_file)
+    from mcp_server.service import JobService
+
+    with user_errors():
+        service = JobService(settings)
+        requests = service.build_requests(
+            1,
+            prompt=prompt,
+            duration=duration,
+            seed=seed,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            guidance_scale=guidance_scale,
+            loudness_lufs=None if no_normalize else loudness,
+        )
+        started = time.monotonic()
+        with service, _progress_bar() as bar:
+            job = anyio.run(_run_job, service, requests, model, bar)
+    wall = time.monotonic() - started
+    if job.status != "completed" or job.audio is None:
+        fail(f"job {job.job_id} {job.status}: {job.error or 'no audio was produced'}")
+    path = Path(job.audio.path)
+    if out_file is not None:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, out_file)
+        path = out_file
+    loudness_text = (
+        "n/a (silence)" if job.audio.loudness_lufs is None else f"{job.audio.loudness_lufs:.1f} LUFS"
+    )
+    out.print(f"[bold]{path}[/bold]", highlight=False)
+    out.print(
+        f"job {job.job_id}  seed {job.params.seed}  {job.audio.duration_s:.2f} s  {loudness_text}  "
+        f"peak {job.audio.peak_dbfs:.1f} dBFS  wall {wall:.1f} s",
+        highlight=False,
+        markup=False,
+    )
+
+
+async def _run_job(
+    service: JobService, requests: list[GenerationRequest], model: str | None, bar: Progress
+) -> Job:
+    """Queue one job and wait for it, drawing decode steps on the bar (when this process runs the worker)."""
+    [queued] = await service.submit(requests, model)
+    task = bar.add_task("queued", total=None)
+
+    async def show(jobs: list[Job]) -> None:
+        done, total = service.steps(jobs[0])
+        bar.update(task, description=jobs[0].status, completed=done, total=total)
+
+    [job] = await service.wait([queued.job_id], float("inf"), show)
+    return job
+
+
+def _progress_bar() -> Progress:
+    return Progress(
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
+
+
+@app.command()
+def history(
+    query: Annotated[str | None, typer.Argument(help="Full-text search over prompts.")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="pending, processing, completed, failed or cancelled.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=100, help="Rows to show, 1-100.")] = 20,
+    home: Home = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """The most recent generations, or the best matches for QUERY."""
+    settings = load_settings(home=home, database_url=database_url)
+    setup_logging("WARNING", None)
+    from mcp_server.service import JobService
+
+    with user_errors():
+        service = JobService(settings)
+        jobs, _ = anyio.run(service.history, query, status, limit, None)
+    table = Table(box=None, header_style="bold")
+    for column in ("id", "created (UTC)", "status", "secs", "seed", "prompt", "file / error"):
+        table.add_column(column, overflow="fold" if column == "prompt" else "ellipsis")
+    for job in jobs:
+        table.add_row(
+            job.job_id[:8],
+            job.created_at.strftime("%Y-%m-%d %H:%M"),
+            job.status,
+            f"{job.params.duration:g}",
+            "" if job.params.seed is None else str(job.params.seed),
+            job.prompt,
+            job.audio.path if job.audio else (job.error or ""),
+        )
+    if not jobs:
+        err.print("no generations match" if query or status else "no generations yet")
+        return
+    out.print(table)
+
+
+@app.command()
+def doctor(home: Home = None, model: Model = None, device: Device = None, dtype: Dtype = None) -> None:
+    """Check this host: Python packages, GPU, model cache, data directory, Ardour."""
+    settings = load_settings(home=home, model=model, device=device, dtype=dtype)
+    from mcp_server.doctor import run_doctor
+
+    raise typer.Exit(run_doctor(settings, out))
+
+
+@app.command()
+def pull(model: Annotated[str, typer.Argument(help="Alias (small, medium, ...), hub id or path.")]) -> None:
+    """Download a model into the Hugging Face cache and check that it loads offline."""
+    from mcp_server.pull import pull_model
+
+    with user_errors():
+        pull_model(model, out)
+
+
+@db_app.command("upgrade")
+def db_upgrade(home: Home = None, database_url: DatabaseUrl = None) -> None:
+    """Create the database or migrate it to the latest schema (also done on every start)."""
+    settings = load_settings(home=home, database_url=database_url)
+    from storage import Store, db
+
+    with user_errors():
+        store = Store(settings.home, settings.database_url)
+        revision = db.current_revision(store.engine)
+        store.close()
+    out.print(f"database at revision {revision} (head)", highlight=False)
+
+
+@db_app.command("current")
+def db_current(home: Home = None, database_url: DatabaseUrl = None) -> None:
+    """Show the schema revision of the database and whether it is the latest."""
+    settings = load_settings(home=home, database_url=database_url)
+    from storage import db
+
+    with user_errors():
+        engine = db.make_engine(db.database_url(settings.home, settings.database_url))
+        current, head = db.current_revision(engine), db.head_revision()
+        engine.dispose()
+    state = "up to date" if current == head else f"behind head {head}: run `dgx-music db upgrade`"
+    out.print(f"database at revision {current or 'none (empty)'}: {state}", highlight=False)

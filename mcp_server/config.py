@@ -1,0 +1,114 @@
+"""Settings of the server and the CLI: environment variables, overridden by command-line flags.
+
+Every field has one environment variable (``DGX_MUSIC_<FIELD>``). An invalid value raises ``ConfigError``
+whose message names the variable, what it allows and what was given.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+ENV_PREFIX = "DGX_MUSIC_"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+# Never echoed back in an error message or a log line.
+SECRET_FIELDS = {("token",), ("database_url",)}
+
+
+class ConfigError(Exception):
+    """A setting is invalid; the message names the variable or flag and the allowed values."""
+
+
+def default_home() -> Path:
+    """$XDG_DATA_HOME/dgx-music, else ~/.local/share/dgx-music (the same rule as the storage package)."""
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "dgx-music"
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    home: Path = Field(default_factory=default_home, description="Data directory: database, audio, sessions.")
+    model: str = Field(
+        "facebook/musicgen-small", min_length=1, description="Default model (alias, hub id, path)."
+    )
+    device: str | None = Field(None, description="cuda, cuda:N or cpu; unset = CUDA when available.")
+    dtype: Literal["bfloat16", "float16", "float32"] | None = None
+    token: str | None = Field(
+        None, repr=False, min_length=16, description="Bearer token for HTTP transports."
+    )
+    database_url: str | None = Field(None, repr=False)
+    max_batch: int = Field(8, ge=1, le=64, description="Most jobs decoded together in one batch.")
+    max_queue: int = Field(64, ge=1, le=100_000, description="Most pending jobs before new ones are refused.")
+    job_timeout_s: float = Field(600.0, gt=0, le=86_400, description="A job running longer than this fails.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    allowed_hosts: str | None = Field(
+        None, description="Extra Host names (comma-separated) HTTP clients may use, e.g. behind a proxy."
+    )
+
+    @property
+    def sessions_dir(self) -> Path:
+        """The only directory Ardour sessions are written under."""
+        return self.home / "sessions"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "logs" / "server.log"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.home / "worker.lock"
+
+    @classmethod
+    def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``env`` (default ``os.environ``), then flags in ``overrides`` (None = not given)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            raw = env.get(ENV_PREFIX + name.upper(), "").strip()
+            if raw:
+                values[name] = raw
+        values.update({name: value for name, value in overrides.items() if value is not None})
+        try:
+            settings = cls(**values)
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error(exc, flag_style=True)) from None
+        return settings.model_copy(update={"home": settings.home.expanduser().resolve()})
+
+
+def describe_validation_error(exc: ValidationError, *, flag_style: bool = False) -> str:
+    """One line per problem: ``name: what is wrong (got VALUE)`` — pydantic's own text minus its noise."""
+    parts = []
+    for error in exc.errors():
+        name = ".".join(str(part) for part in error["loc"]) or "value"
+        if flag_style:
+            name = f"{ENV_PREFIX}{name.upper()} / --{name.replace('_', '-')}"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        given = error.get("input")
+        secret = error["loc"][:1] in SECRET_FIELDS
+        shown = "" if secret or isinstance(given, dict) or "(got" in message else f" (got {_short(given)})"
+        parts.append(f"{name}: {message}{shown}")
+    return "; ".join(parts)
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def check_http_exposure(token: str | None, host: str) -> None:
+    """Off loopback anyone on the network could use this GPU and read the history: require a token."""
+    if not is_loopback(host) and not token:
+        raise ConfigError(
+            f"--host {host} is reachable from other machines; set DGX_MUSIC_TOKEN (16+ random characters, "
+            "e.g. `openssl rand -hex 32`) so every request must carry it, or bind --host 127.0.0.1"
+        )

@@ -1,0 +1,175 @@
+"""`dgx-music pull MODEL`: fetch a checkpoint into the Hugging Face cache, then prove it loads offline.
+
+The service runs with HF_HUB_OFFLINE=1, so a model is only usable once every file it needs is in the cache.
+The check after the download loads the model the way the service does, with the hub switched off.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from tqdm.std import tqdm
+
+from engine import EngineError, MusicEngine, resolve_model_id
+from engine.models import looks_like_path
+
+# Other weight formats are skipped when a repo also has safetensors (musicgen repos ship both: 2x download).
+NON_SAFETENSORS_WEIGHTS = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.h5", "*.msgpack", "*.onnx", "*.ot"]
+
+
+class PullError(EngineError):
+    """The model could not be fetched or does not load; the message says why and what to do next.
+
+    An ``EngineError`` so every front end that shows engine errors as one line shows this one too.
+    """
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub reads it, but looked up now rather than at import time."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def cached_snapshot(model_id: str) -> Path | None:
+    """The cached snapshot directory of a hub model, without touching the network; None when not cached."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(model_id, local_files_only=True))
+    except LocalEntryNotFoundError:
+        return None
+
+
+def weight_files(directory: Path) -> list[Path]:
+    """The checkpoint's weight files in a snapshot or local directory (safetensors, else PyTorch pickles)."""
+    return sorted(directory.glob("*.safetensors")) or sorted(directory.glob("pytorch_model*.bin"))
+
+
+def rich_tqdm(progress: Progress) -> type[tqdm]:
+    """A tqdm class whose bars are tasks of ``progress``, for huggingface_hub's ``tqdm_class`` hook.
+
+    huggingface_hub creates its byte bars with total=0 and grows ``total`` as file sizes become known, so
+    every refresh forwards both the count and the total.
+    """
+
+    class RichTqdm(tqdm):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.pop("name", None)  # huggingface_hub's own tqdm takes a name; tqdm proper rejects it
+            kwargs["gui"] = True  # tqdm draws nothing itself; display() hands the state to rich
+            super().__init__(*args, **kwargs)
+            self.task = progress.add_task(self.desc or "", total=self.total or None)
+
+        def display(self, *args: Any, **kwargs: Any) -> None:
+            if hasattr(self, "task"):
+                progress.update(self.task, completed=self.n, total=self.total or None, description=self.desc)
+
+        def close(self) -> None:
+            self.display()
+            super().close()
+
+    return RichTqdm
+
+
+def pull_model(model: str, console: Console) -> None:
+    """Fetch ``model`` (alias, hub id or local directory) into the HF cache, then check it loads offline."""
+    model_id = resolve_model_id(model)
+    if looks_like_path(model_id):
+        directory = Path(model_id).expanduser().resolve()
+        if not (directory / "config.json").is_file() or not weight_files(directory):
+            raise PullError(
+                f"{directory} is not a checkpoint directory (it needs config.json and model.safetensors); "
+                "give a hub id such as facebook/musicgen-small, or a directory saved with save_pretrained"
+            )
+        console.print(f"{directory} is a local checkpoint: nothing to download.")
+    elif hub_offline():
+        snapshot = cached_snapshot(model_id)
+        if snapshot is None:
+            raise PullError(
+                f"cannot download {model_id}: HF_HUB_OFFLINE=1 is set; run `HF_HUB_OFFLINE=0 dgx-music pull "
+                f"{model_id}` on a machine that reaches huggingface.co, or copy a Hugging Face cache that "
+                "holds it to $HF_HOME/hub"
+            )
+        console.print(f"{model_id} is already cached at {snapshot} (offline: not checked for updates).")
+    else:
+        snapshot = _download(model_id, console)
+        console.print(f"{model_id} is in the cache at {snapshot}.")
+    _verify_offline_load(model_id, console)
+
+
+def _download(model_id: str, console: Console) -> Path:
+    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    try:
+        files = HfApi().list_repo_files(model_id)
+        has_safetensors = any(name.endswith(".safetensors") for name in files)
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        with progress:
+            path = snapshot_download(
+                model_id,
+                ignore_patterns=NON_SAFETENSORS_WEIGHTS if has_safetensors else None,
+                tqdm_class=rich_tqdm(progress),
+            )
+    except GatedRepoError:
+        raise PullError(
+            f"{model_id} is gated: accept its licence on huggingface.co, run `hf auth login`, then pull again"
+        ) from None
+    except RepositoryNotFoundError:
+        raise PullError(
+            f"no model {model_id!r} on huggingface.co; use a MusicGen id such as facebook/musicgen-small "
+            "or an alias (small, medium, large, melody, stereo-small, ...)"
+        ) from None
+    except (HfHubHTTPError, OSError) as error:
+        # Connection errors from the HTTP client are OSErrors; partial downloads resume on the next pull.
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise PullError(
+            f"downloading {model_id} failed ({reason}); check the network, HTTPS_PROXY or HF_ENDPOINT, "
+            "then run the same pull again: it resumes where it stopped"
+        ) from None
+    return Path(path)
+
+
+@contextmanager
+def _hub_switched_off() -> Iterator[None]:
+    previous = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["HF_HUB_OFFLINE"]
+        else:
+            os.environ["HF_HUB_OFFLINE"] = previous
+
+
+def _verify_offline_load(model_id: str, console: Console) -> None:
+    # On the CPU so a pull never competes with a running service for the GPU; bf16 halves the RAM it needs.
+    with console.status(f"Checking that {model_id} loads offline..."), _hub_switched_off():
+        try:
+            engine = MusicEngine.load(model_id, device="cpu", dtype="bfloat16")
+        except EngineError as error:
+            raise PullError(f"{model_id} was fetched but does not load: {error}") from None
+    console.print(
+        f"[green]OK[/] {model_id} loads offline in {engine.load_seconds:.1f} s "
+        f"({engine.sample_rate} Hz, {engine.audio_channels} channel(s)): it can serve with HF_HUB_OFFLINE=1."
+    )

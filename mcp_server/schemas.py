@@ -1,0 +1,196 @@
+"""The pydantic models of every tool's arguments and results: what MCP clients see as JSON schemas.
+
+Generation arguments take their description, default and bounds from ``engine.GenerationRequest`` so the
+schema an agent reads and the check that runs cannot drift apart; the engine's validator enforces them and
+its messages (which name the field and range) are passed on as tool errors.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field
+
+from engine import GenerationRequest
+
+JobStatus = Literal["pending", "processing", "completed", "failed", "cancelled"]
+TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+AUDIO_URI = "music://generations/{job_id}/audio"
+JOB_URI = "music://generations/{job_id}"
+
+_REQUEST_SCHEMA: dict[str, Any] = GenerationRequest.model_json_schema()["properties"]
+_SCHEMA_KEYS = ("minimum", "maximum", "exclusiveMinimum", "minLength", "maxLength")
+
+
+# The engine's default of every generation parameter.
+REQUEST_DEFAULTS: dict[str, Any] = {
+    name: info.default for name, info in GenerationRequest.model_fields.items() if name != "prompt"
+}
+
+
+def _request_field(name: str) -> Any:
+    """A Field carrying the engine's description and bounds into the tool's input schema."""
+    prop = _REQUEST_SCHEMA[name]
+    return Field(
+        description=prop.get("description"),
+        json_schema_extra={key: prop[key] for key in _SCHEMA_KEYS if key in prop},
+    )
+
+
+# --- tool arguments ---------------------------------------------------------------------------------------
+
+Prompt = Annotated[str, _request_field("prompt")]
+Duration = Annotated[float, _request_field("duration")]
+Seed = Annotated[int | None, _request_field("seed")]
+Temperature = Annotated[float, _request_field("temperature")]
+TopK = Annotated[int, _request_field("top_k")]
+TopP = Annotated[float, _request_field("top_p")]
+GuidanceScale = Annotated[float, _request_field("guidance_scale")]
+LoudnessLufs = Annotated[float | None, _request_field("loudness_lufs")]
+Variations = Annotated[
+    int,
+    Field(ge=1, le=4, description="How many takes of the prompt (1-4); take i uses seed + i when seeded."),
+]
+ModelName = Annotated[
+    str | None,
+    Field(
+        min_length=1,
+        max_length=500,
+        description="Model alias (small, medium, large, stereo-small, ...), hub id or local path; "
+        "null = the server's default. A model other than the loaded one is loaded first (slow).",
+    ),
+]
+WaitSeconds = Annotated[
+    float,
+    Field(
+        ge=0, le=300, description="Seconds to wait for the result (0-300) before returning the job as it is."
+    ),
+]
+JobId = Annotated[
+    str,
+    Field(min_length=1, max_length=64, description="A job_id returned by generate_music or list_history."),
+]
+JobIds = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=64)]],
+    Field(
+        min_length=1, max_length=32, description="1-32 ids of completed jobs, one track each, in this order."
+    ),
+]
+Query = Annotated[
+    str | None,
+    Field(
+        max_length=500, description='Full-text search over prompts (words, "phrases", prefix*); null = all.'
+    ),
+]
+Limit = Annotated[int, Field(ge=1, le=100, description="Page size, 1-100.")]
+Cursor = Annotated[
+    str | None, Field(max_length=500, description="next_cursor from the previous page; null = first page.")
+]
+SessionName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=100,
+        description="Name of the new Ardour session (1-100 characters); unsafe characters are replaced and "
+        "an existing name gets a numeric suffix.",
+    ),
+]
+Arrangement = Annotated[
+    Literal["sequential", "stacked"],
+    Field(description="sequential: one clip after another on the timeline; stacked: all clips start at 0."),
+]
+GapSeconds = Annotated[
+    float, Field(ge=0, le=60, description="Silence between clips in the sequential arrangement (0-60 s).")
+]
+Bpm = Annotated[float | None, Field(ge=20, le=300, description="Session tempo (20-300); null = 120.")]
+
+
+# --- results ----------------------------------------------------------------------------------------------
+
+
+class JobParams(BaseModel):
+    duration: float = Field(description="Requested length in seconds.")
+    seed: int | None = Field(description="The seed used (the requested one until the job completes).")
+    temperature: float
+    top_k: int
+    top_p: float
+    guidance_scale: float
+    loudness_lufs: float | None = Field(
+        description="Requested integrated loudness target; null = as generated."
+    )
+
+
+class AudioInfo(BaseModel):
+    path: str = Field(description="Absolute path of the WAV on the server's machine.")
+    uri: str = Field(description="MCP resource URI of the WAV (audio/wav); read it to get the bytes.")
+    sample_rate: int
+    channels: int
+    duration_s: float
+    loudness_lufs: float | None = Field(description="Measured integrated loudness; null for silence.")
+    peak_dbfs: float | None
+    sha256: str
+
+
+class Job(BaseModel):
+    """One generation: one prompt, one set of parameters, one WAV."""
+
+    job_id: str
+    status: JobStatus
+    progress: float = Field(ge=0, le=1, description="Share of decode steps done, 0-1.")
+    queue_position: int | None = Field(description="1 = next to start; null unless pending.")
+    prompt: str
+    params: JobParams
+    model: str
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    error: str | None = Field(description="Why the job failed, and what to do about it.")
+    audio: AudioInfo | None = Field(description="The result; present once status is completed.")
+
+
+class GenerateResult(BaseModel):
+    jobs: list[Job] = Field(description="One job per variation; poll unfinished ones with job_status.")
+
+
+class HistoryPage(BaseModel):
+    items: list[Job]
+    next_cursor: str | None = Field(description="Pass as cursor for the next page; null on the last page.")
+
+
+def audio_info(job_id: str, home: Path, generation: Any) -> AudioInfo | None:
+    """The audio facts of a completed ``storage.Generation``; None before it completes."""
+    if generation.status != "completed" or generation.file_path is None:
+        return None
+    path = Path(generation.file_path)
+    return AudioInfo(
+        path=str(path if path.is_absolute() else home / path),
+        uri=AUDIO_URI.format(job_id=job_id),
+        sample_rate=generation.sample_rate,
+        channels=generation.channels,
+        duration_s=generation.duration_s,
+        loudness_lufs=generation.loudness_lufs,
+        peak_dbfs=generation.peak_dbfs,
+        sha256=generation.sha256,
+    )
+
+
+def job_from_generation(generation: Any, home: Path, progress: float, queue_position: int | None) -> Job:
+    """The public view of one ``storage.Generation`` row."""
+    status = str(generation.status)
+    return Job(
+        job_id=generation.id,
+        status=status,  # type: ignore[arg-type]  # storage.Status is a StrEnum of exactly these values
+        progress=1.0 if status == "completed" else progress,
+        queue_position=queue_position if status == "pending" else None,
+        prompt=generation.prompt,
+        params=JobParams(**generation.params),
+        model=generation.model_name,
+        created_at=generation.created_at,
+        started_at=generation.started_at,
+        completed_at=generation.completed_at,
+        error=generation.error,
+        audio=audio_info(generation.id, home, generation),
+    )

@@ -1,0 +1,269 @@
+"""The MCP surface: five tools and two resources over a ``JobService``.
+
+Long generations use a job id + bounded wait + poll design (``wait_seconds`` on generate_music and
+job_status) because it works with every client. MCP's task-based long-running calls (SEP-1686) exist in
+mcp 2.3.0 only as protocol types: the SDK has no server-side implementation, and Claude's apps do not send
+task requests, so this server does not offer them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
+from mcp_types import CallToolResult, ContentBlock, ResourceLink, TextContent, ToolAnnotations
+from pydantic import BaseModel
+
+from ardour_templates import ArdourExportError, Clip, SessionManifest, export_session
+from mcp_server import __version__
+from mcp_server.schemas import (
+    JOB_URI,
+    REQUEST_DEFAULTS,
+    TERMINAL,
+    Arrangement,
+    Bpm,
+    Cursor,
+    Duration,
+    GapSeconds,
+    GenerateResult,
+    GuidanceScale,
+    HistoryPage,
+    Job,
+    JobId,
+    JobIds,
+    JobStatus,
+    Limit,
+    LoudnessLufs,
+    ModelName,
+    Prompt,
+    Query,
+    Seed,
+    SessionName,
+    Temperature,
+    TopK,
+    TopP,
+    Variations,
+    WaitSeconds,
+)
+from mcp_server.service import JobService, ServiceError, UnknownJob
+
+INSTRUCTIONS = """\
+Generates music from text with MusicGen and keeps a searchable history.
+generate_music queues jobs and waits up to wait_seconds (default 45) for them; unfinished jobs come back
+with status pending/processing: call job_status(job_id, wait_seconds=...) until the status is completed,
+failed or cancelled. A completed job has audio.path (a WAV on this machine) and audio.uri (an MCP resource).
+export_to_ardour puts completed jobs into a new Ardour session."""
+
+CREATES = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
+)
+READS = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+
+
+def build_server(service: JobService) -> MCPServer:
+    """The MCP server for ``service`` (which the caller starts and stops)."""
+    app = MCPServer("dgx-music", version=__version__, instructions=INSTRUCTIONS)
+    settings = service.settings
+
+    @app.tool(title="Generate music", annotations=CREATES)
+    async def generate_music(
+        prompt: Prompt,
+        ctx: Context,
+        duration: Duration = REQUEST_DEFAULTS["duration"],
+        seed: Seed = REQUEST_DEFAULTS["seed"],
+        temperature: Temperature = REQUEST_DEFAULTS["temperature"],
+        top_k: TopK = REQUEST_DEFAULTS["top_k"],
+        top_p: TopP = REQUEST_DEFAULTS["top_p"],
+        guidance_scale: GuidanceScale = REQUEST_DEFAULTS["guidance_scale"],
+        variations: Variations = 1,
+        loudness_lufs: LoudnessLufs = REQUEST_DEFAULTS["loudness_lufs"],
+        model: ModelName = None,
+        wait_seconds: WaitSeconds = 45,
+    ) -> Annotated[CallToolResult, GenerateResult]:
+        """Generate instrumental music from a text description; one WAV per variation.
+
+        Describe genre, instruments, mood and tempo, e.g. "lo-fi hip hop beat, mellow piano, 80 bpm".
+        Jobs are queued at once and this call waits up to wait_seconds (default 45; keep it under your
+        client's tool timeout) for all of them, sending progress notifications meanwhile. Any job still
+        pending or processing is returned as it is: poll it with job_status(job_id, wait_seconds=30).
+        Each completed job has audio.path (WAV on the server machine) and audio.uri (MCP resource).
+        Same seed + same parameters + same model = the same audio.
+        """
+        with _tool_errors():
+            requests = service.build_requests(
+                variations,
+                prompt=prompt,
+                duration=duration,
+                seed=seed,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                guidance_scale=guidance_scale,
+                loudness_lufs=loudness_lufs,
+            )
+            queued = await service.submit(requests, model)
+            jobs = await service.wait([job.job_id for job in queued], wait_seconds, _reporter(ctx, service))
+        return _result(GenerateResult(jobs=jobs), jobs)
+
+    @app.tool(title="Job status", annotations=READS)
+    async def job_status(
+        job_id: JobId, ctx: Context, wait_seconds: WaitSeconds = 0
+    ) -> Annotated[CallToolResult, Job]:
+        """The current state of one job: status, progress (0-1), queue position, error or audio.
+
+        With wait_seconds > 0 this long-polls: it returns as soon as the job is completed, failed or
+        cancelled, or when wait_seconds pass (sending progress notifications meanwhile).
+        """
+        with _tool_errors():
+            [job] = await service.wait([job_id], wait_seconds, _reporter(ctx, service))
+        return _result(job, [job])
+
+    @app.tool(title="List history", annotations=READS)
+    async def list_history(
+        query: Query = None, status: JobStatus | None = None, limit: Limit = 20, cursor: Cursor = None
+    ) -> HistoryPage:
+        """Past and queued jobs, newest first (best match first when query is given).
+
+        query is full-text search over prompts; status filters (pending, processing, completed, failed,
+        cancelled). Pages hold up to limit jobs; pass next_cursor as cursor to get the next page.
+        """
+        with _tool_errors():
+            items, next_cursor = await service.history(query, status, limit, cursor)
+        return HistoryPage(items=items, next_cursor=next_cursor)
+
+    @app.tool(title="Export to Ardour", annotations=CREATES)
+    async def export_to_ardour(
+        job_ids: JobIds,
+        session_name: SessionName,
+        arrangement: Arrangement = "sequential",
+        gap_seconds: GapSeconds = 0.0,
+        bpm: Bpm = None,
+        enable_osc: bool = False,
+    ) -> SessionManifest:
+        """Create a new Ardour session with one track per completed job, audio resampled to 48 kHz.
+
+        Tracks are named after the prompts; each clip's comment holds its prompt and parameters. Returns
+        the session directory, the .ardour file, the tracks (with strip ids for OSC control) and the
+        command that opens it. enable_osc turns on Ardour's OSC surface (UDP 3819, all interfaces) when the
+        session opens, for tools that drive Ardour remotely. Sessions are written under the server's
+        DGX_MUSIC_HOME/sessions.
+        """
+        with _tool_errors():
+            jobs = [await service.job(job_id) for job_id in job_ids]
+            unfinished = [f"{job.job_id} ({job.status})" for job in jobs if job.audio is None]
+            if unfinished:
+                raise ServiceError(
+                    "job_ids must all be completed jobs; not completed: "
+                    + ", ".join(unfinished)
+                    + ". Wait for them with job_status or leave them out."
+                )
+            clips = [_clip(job) for job in jobs]
+            settings.sessions_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                return await anyio.to_thread.run_sync(
+                    lambda: export_session(
+                        clips,
+                        session_name,
+                        settings.sessions_dir,
+                        arrangement=arrangement,
+                        gap_s=gap_seconds,
+                        bpm=bpm,
+                        metadata={"comment": "Generated by dgx-music: " + ", ".join(job_ids)},
+                        enable_osc=enable_osc,
+                    )
+                )
+            except ArdourExportError as exc:
+                raise ToolError(str(exc)) from exc
+
+    @app.tool(title="Cancel job", annotations=ToolAnnotations(destructive_hint=True, idempotent_hint=True))
+    async def cancel_job(job_id: JobId) -> Job:
+        """Cancel a pending or processing job. A running job stops at its next decode step and its partial
+        audio is discarded. Cancelling an already cancelled job is a no-op; completed and failed jobs are
+        left alone (an error says so)."""
+        with _tool_errors():
+            return await service.cancel(job_id)
+
+    @app.resource(JOB_URI, name="generation", mime_type="application/json")
+    async def job_resource(job_id: str) -> str:
+        """One job as JSON (the same object job_status returns)."""
+        with _resource_errors():
+            job = await service.job(job_id)
+        return job.model_dump_json(indent=2)
+
+    @app.resource(JOB_URI + "/audio", name="generation-audio", mime_type="audio/wav")
+    async def audio_resource(job_id: str) -> bytes:
+        """The WAV of a completed job (verified against its recorded sha256)."""
+        with _resource_errors():
+            return await service.audio(job_id)
+
+    return app
+
+
+@contextmanager
+def _tool_errors() -> Iterator[None]:
+    """Refusals the caller can act on become tool errors (is_error + message), not protocol crashes."""
+    try:
+        yield
+    except ServiceError as exc:
+        raise ToolError(str(exc)) from exc
+
+
+@contextmanager
+def _resource_errors() -> Iterator[None]:
+    try:
+        yield
+    except UnknownJob as exc:
+        raise ResourceNotFoundError(str(exc)) from exc
+    except ServiceError as exc:
+        raise ResourceError(str(exc)) from exc
+
+
+def _reporter(ctx: Context, service: JobService) -> Callable[[list[Job]], Awaitable[None]]:
+    """Progress notifications (decode steps done / needed over all jobs), sent only when something changed."""
+    sent: tuple[float, str] | None = None
+    high_water = 0
+
+    async def report(jobs: list[Job]) -> None:
+        nonlocal sent, high_water
+        steps = [service.steps(job) for job in jobs]
+        high_water = max(high_water, sum(done for done, _ in steps))  # progress must never go backwards
+        total = max(high_water, sum(total for _, total in steps))
+        finished = sum(job.status in TERMINAL for job in jobs)
+        states = ", ".join(f"{job.job_id[:8]} {job.status} {job.progress:.0%}" for job in jobs)
+        message = f"{finished}/{len(jobs)} finished: {states}"
+        if sent != (high_water, message):
+            sent = (high_water, message)
+            await ctx.report_progress(high_water, total, message)
+
+    return report
+
+
+def _result(structured: BaseModel, jobs: list[Job]) -> CallToolResult:
+    """The structured result, its JSON as text, and a resource link to each completed job's audio."""
+    content: list[ContentBlock] = [TextContent(type="text", text=structured.model_dump_json(indent=2))]
+    for job in jobs:
+        if job.audio is not None:
+            content.append(
+                ResourceLink(
+                    type="resource_link",
+                    uri=job.audio.uri,
+                    name=f"{job.job_id}.wav",
+                    title=job.prompt[:100],
+                    mime_type="audio/wav",
+                    size=Path(job.audio.path).stat().st_size if Path(job.audio.path).exists() else None,
+                )
+            )
+    return CallToolResult(content=content, structured_content=structured.model_dump(mode="json"))
+
+
+def _clip(job: Job) -> Clip:
+    assert job.audio is not None
+    params = job.params.model_dump()
+    comment = f"{job.prompt}\n\nmodel={job.model} job={job.job_id} " + json.dumps(params, sort_keys=True)
+    return Clip(path=Path(job.audio.path), name=job.prompt, comment=comment)

@@ -1,0 +1,90 @@
+"""Run the MCP server over stdio, SSE or streamable HTTP, with the job service around it."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+from types import FrameType
+
+import anyio
+import psutil
+import uvicorn
+from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.types import ASGIApp
+
+from mcp_server.auth import BearerTokenMiddleware
+from mcp_server.config import ConfigError, Settings, check_http_exposure, is_loopback
+from mcp_server.server import build_server
+from mcp_server.service import JobService
+
+log = logging.getLogger(__name__)
+
+
+def serve(settings: Settings, transport: str = "stdio", host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve until stdin closes (stdio) or SIGINT/SIGTERM; the worker re-queues what it was doing."""
+    if transport != "stdio":
+        check_http_exposure(settings.token, host)
+    service = JobService(settings)
+    app = build_server(service)
+    with service:
+        if transport == "stdio":
+            signal.signal(signal.SIGTERM, _interrupt)
+            try:
+                anyio.run(app.run_stdio_async)
+            except KeyboardInterrupt:
+                log.info("stopping on a signal")
+        else:
+            asgi = http_app(app, settings, transport, host)
+            log.info("serving MCP over %s on http://%s:%d%s", transport, host, port, _path(transport))
+            server = uvicorn.Server(
+                uvicorn.Config(asgi, host=host, port=port, log_config=None, lifespan="on")
+            )
+            server.run()
+
+
+def http_app(app: MCPServer, settings: Settings, transport: str, host: str) -> ASGIApp:
+    """The SDK's Starlette app for the transport, with Host/Origin checks and, when a token is set, auth."""
+    # The SDK turns DNS-rebinding protection on by itself for loopback hosts only.
+    security = None if is_loopback(host) else _security_for(host, settings.allowed_hosts)
+    if transport == "sse":
+        asgi: ASGIApp = app.sse_app(host=host, transport_security=security)
+    elif transport == "http":
+        asgi = app.streamable_http_app(host=host, transport_security=security)
+    else:
+        raise ConfigError(f"--transport must be stdio, sse or http (got {transport!r})")
+    return BearerTokenMiddleware(asgi, settings.token) if settings.token else asgi
+
+
+def _security_for(host: str, extra: str | None) -> TransportSecuritySettings:
+    """Accept the names and addresses this machine answers to (all of them when bound to a wildcard)."""
+    names = {"127.0.0.1", "localhost", "[::1]", socket.gethostname(), socket.getfqdn()}
+    if host in ("0.0.0.0", "::"):
+        for addresses in psutil.net_if_addrs().values():
+            for address in addresses:
+                if address.family == socket.AF_INET:
+                    names.add(address.address)
+                elif address.family == socket.AF_INET6:
+                    names.add(f"[{address.address.split('%')[0]}]")
+    else:
+        names.add(f"[{host}]" if ":" in host else host)
+    names |= {name.strip() for name in (extra or "").split(",") if name.strip()}
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=sorted(f"{name}:*" for name in names) + sorted(names),
+        allowed_origins=sorted(
+            f"{scheme}://{name}{port}"
+            for name in names
+            for scheme in ("http", "https")
+            for port in ("", ":*")
+        ),
+    )
+
+
+def _path(transport: str) -> str:
+    return "/sse" if transport == "sse" else "/mcp"
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt

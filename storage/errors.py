@@ -1,0 +1,32 @@
+"""Errors raised by the storage package; each message says what went wrong and what to do next."""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """Base of every storage error."""
+
+
+class NotFound(StorageError, LookupError):
+    """No generation with that id (or it has no audio yet)."""
+
+
+class IllegalTransition(StorageError):
+    """A status change the job state machine does not allow."""
+
+    def __init__(self, generation_id: str, current: str, target: str) -> None:
+        self.generation_id = generation_id
+        self.current = current
+        self.target = target
+        super().__init__(
+            f"generation {generation_id} is {current}; it cannot become {target}"
+            f" (allowed: pending -> processing|cancelled, processing -> completed|failed|cancelled|pending)"
+        )
+
+
+class AudioIntegrityError(StorageError):
+    """The audio file on disk is missing or does not match the sha256 recorded when it was written."""
+
+
+class StorageBusy(StorageError):
+    """The database stayed locked by other writers through every retry."""

@@ -1,0 +1,116 @@
+"""The schema as SQLAlchemy 2.0 typed models. Only Alembic migrations create it; the two must agree."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, CheckConstraint, DateTime, Float, Index, Integer, String, Text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class Status(enum.StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+# Every legal change, target -> the states it may come from. processing -> pending is the crash re-queue.
+ALLOWED_SOURCES: dict[Status, frozenset[Status]] = {
+    Status.PROCESSING: frozenset({Status.PENDING}),
+    Status.COMPLETED: frozenset({Status.PROCESSING}),
+    Status.FAILED: frozenset({Status.PROCESSING}),
+    Status.CANCELLED: frozenset({Status.PENDING, Status.PROCESSING}),
+    Status.PENDING: frozenset({Status.PROCESSING}),
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC (SQLite has no time zones; fixed-width text stays sortable), returns aware UTC."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass a timezone-aware datetime")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class GenerationRow(Base):
+    __tablename__ = "generations"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('pending', 'processing', 'completed', 'failed', 'cancelled')",
+            name="ck_generations_status",
+        ),
+        Index("ix_generations_status_created", "status", "created_at", "id"),
+        Index("ix_generations_model_created", "model_name", "created_at"),
+        Index("ix_generations_created", "created_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    prompt: Mapped[str] = mapped_column(Text)
+    model_name: Mapped[str] = mapped_column(String(200))
+    # Relative to the data directory; NULL until the file is complete on disk.
+    file_path: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
+
+    # Request parameters.
+    request_duration_s: Mapped[float | None] = mapped_column(Float)
+    seed: Mapped[int | None] = mapped_column(BigInteger)  # the requested seed, replaced by the one used
+    temperature: Mapped[float | None] = mapped_column(Float)
+    top_k: Mapped[int | None] = mapped_column(Integer)
+    top_p: Mapped[float | None] = mapped_column(Float)
+    guidance_scale: Mapped[float | None] = mapped_column(Float)
+    target_lufs: Mapped[float | None] = mapped_column(Float)
+
+    # Results.
+    sample_rate: Mapped[int | None] = mapped_column(Integer)
+    channels: Mapped[int | None] = mapped_column(Integer)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    loudness_lufs: Mapped[float | None] = mapped_column(Float)
+    peak_dbfs: Mapped[float | None] = mapped_column(Float)
+    file_size: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+
+    # Timings, failure and provenance.
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    generation_seconds: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    device: Mapped[str | None] = mapped_column(String(64))
+
+
+# params dict key (the public contract) -> column attribute.
+PARAM_COLUMNS: dict[str, str] = {
+    "duration": "request_duration_s",
+    "seed": "seed",
+    "temperature": "temperature",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "guidance_scale": "guidance_scale",
+    "loudness_lufs": "target_lufs",
+}
+
+
+def include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+    """Alembic autogenerate filter: the FTS5 table and its shadow tables are made by hand in a migration."""
+    return not (type_ == "table" and name is not None and name.startswith("generations_fts"))

@@ -1,0 +1,501 @@
+"""Store: the generation history (a database row per job) and its audio files."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from storage import bwf, db, files
+from storage.cursor import Cursor, decode, encode, filters_digest
+from storage.db import run_transaction
+from storage.errors import AudioIntegrityError, IllegalTransition, NotFound
+from storage.models import ALLOWED_SOURCES, PARAM_COLUMNS, GenerationRow, Status
+from storage.search import apply_search
+
+MAX_PAGE = 500
+
+
+@dataclass(frozen=True)
+class Generation:
+    """An immutable snapshot of one row; safe to hand across threads."""
+
+    id: str
+    prompt: str
+    model_name: str
+    status: Status
+    params: dict[str, Any]
+    file_path: Path | None  # absolute; None until the file is complete
+    sample_rate: int | None
+    channels: int | None
+    duration_s: float | None
+    loudness_lufs: float | None
+    peak_dbfs: float | None
+    file_size: int | None
+    sha256: str | None
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    generation_seconds: float | None
+    error: str | None
+    attempts: int
+    device: str | None
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Generation]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class RecoveryReport:
+    requeued: list[str] = field(default_factory=list)  # were processing, now pending again
+    failed: list[str] = field(default_factory=list)  # were processing, out of attempts
+    pending: list[str] = field(default_factory=list)  # every pending job, oldest first: re-queue these
+    quarantined: list[Path] = field(default_factory=list)  # where orphan files were moved
+    missing_files: list[str] = field(default_factory=list)  # completed rows whose audio is gone
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _as_utc(value: datetime, name: str) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError(f"{name}={value.isoformat()} has no time zone: pass an aware datetime, e.g. UTC")
+    return value.astimezone(UTC)
+
+
+def _status(value: Status | str, name: str = "status") -> Status:
+    try:
+        return Status(value)
+    except ValueError:
+        allowed = ", ".join(s.value for s in Status)
+        raise ValueError(f"{name}={value!r} is not a status; use one of: {allowed}") from None
+
+
+class Store:
+    """History database plus audio files under `home`. Thread-safe; several processes may share a home."""
+
+    def __init__(self, home: Path, database_url: str | None = None) -> None:
+        """Open (migrating to head on first use) home/dgx-music.db, or `database_url`, else
+        DGX_MUSIC_DATABASE_URL when set."""
+        self.home = Path(home).expanduser()
+        self.outputs = self.home / "outputs"
+        self.url = db.database_url(self.home, database_url)
+        self.engine = db.make_engine(self.url)
+        self._dialect = self.engine.dialect.name
+        db.upgrade(self.engine, self.home)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- snapshots ---------------------------------------------------------------------------------------
+
+    def _snapshot(self, row: GenerationRow) -> Generation:
+        return Generation(
+            id=row.id,
+            prompt=row.prompt,
+            model_name=row.model_name,
+            status=Status(row.status),
+            params={key: getattr(row, attr) for key, attr in PARAM_COLUMNS.items()},
+            file_path=self.home / row.file_path if row.file_path else None,
+            sample_rate=row.sample_rate,
+            channels=row.channels,
+            duration_s=row.duration_s,
+            loudness_lufs=row.loudness_lufs,
+            peak_dbfs=row.peak_dbfs,
+            file_size=row.file_size,
+            sha256=row.sha256,
+            created_at=row.created_at,
+            started_at=row.started_at,
+            completed_at=row.completed_at,
+            generation_seconds=row.generation_seconds,
+            error=row.error,
+            attempts=row.attempts,
+            device=row.device,
+            metadata=dict(row.meta or {}),
+        )
+
+    def _read(self, generation_id: str) -> Generation:
+        return run_transaction(
+            self.engine, lambda session: self._snapshot(_row(session, generation_id)), write=False
+        )
+
+    # --- jobs --------------------------------------------------------------------------------------------
+
+    def create(
+        self,
+        prompt: str,
+        model_name: str,
+        params: Mapping[str, Any],
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Generation:
+        """Record a new pending job. `params` keys: duration, seed, temperature, top_k, top_p,
+        guidance_scale, loudness_lufs (missing keys are stored as None)."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError("prompt must be a non-empty string")
+        if not isinstance(model_name, str) or not model_name.strip():
+            raise ValueError("model_name must be a non-empty string, e.g. 'facebook/musicgen-small'")
+        unknown = sorted(set(params) - set(PARAM_COLUMNS))
+        if unknown:
+            raise ValueError(f"unknown params {unknown}; allowed keys: {', '.join(PARAM_COLUMNS)}")
+        values = {PARAM_COLUMNS[key]: value for key, value in params.items()}
+
+        def work(session: Session) -> Generation:
+            # created_at is taken inside the write lock: it grows in commit order, as search snapshots need
+            row = GenerationRow(
+                id=str(uuid.uuid4()),
+                prompt=prompt,
+                model_name=model_name,
+                status=Status.PENDING.value,
+                created_at=_now(),
+                meta=dict(metadata or {}),
+                attempts=0,
+                **values,
+            )
+            session.add(row)
+            session.flush()
+            return self._snapshot(row)
+
+        return run_transaction(self.engine, work, write=True)
+
+    def claim(self, model_name: str | None = None, limit: int = 1) -> list[Generation]:
+        """Atomically move up to `limit` oldest pending jobs of one model (None: the oldest job's model) to
+        processing, oldest first. Two workers, in any processes, never receive the same job."""
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+
+        def work(session: Session) -> list[Generation]:
+            model = model_name
+            if model is None:
+                model = session.scalars(_queue().with_only_columns(GenerationRow.model_name).limit(1)).first()
+                if model is None:
+                    return []
+            ids = list(
+                session.scalars(
+                    _queue()
+                    .with_only_columns(GenerationRow.id)
+                    .where(GenerationRow.model_name == model)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)  # PostgreSQL; SQLite holds the write lock already
+                )
+            )
+            if not ids:
+                return []
+            session.execute(
+                update(GenerationRow)
+                .where(GenerationRow.id.in_(ids), GenerationRow.status == Status.PENDING.value)
+                .values(
+                    status=Status.PROCESSING.value,
+                    started_at=_now(),
+                    attempts=GenerationRow.attempts + 1,
+                )
+            )
+            rows = session.scalars(
+                select(GenerationRow)
+                .where(GenerationRow.id.in_(ids))
+                .execution_options(populate_existing=True)
+            )
+            order = {generation_id: i for i, generation_id in enumerate(ids)}
+            return sorted((self._snapshot(row) for row in rows), key=lambda g: order[g.id])
+
+        return run_transaction(self.engine, work, write=True)
+
+    def _transition(self, generation_id: str, target: Status, **values: Any) -> Generation:
+        """Change status only if the current one allows it, in a single conditional UPDATE."""
+
+        def work(session: Session) -> Generation:
+            result = session.execute(
+                update(GenerationRow)
+                .where(
+                    GenerationRow.id == generation_id,
+                    GenerationRow.status.in_([s.value for s in ALLOWED_SOURCES[target]]),
+                )
+                .values(status=target.value, **values)
+            )
+            row = _row(session, generation_id, refresh=True)
+            if result.rowcount == 0:  # type: ignore[attr-defined]
+                raise IllegalTransition(generation_id, row.status, target.value)
+            return self._snapshot(row)
+
+        return run_transaction(self.engine, work, write=True)
+
+    def complete(
+        self,
+        generation_id: str,
+        audio: np.ndarray,
+        sample_rate: int,
+        *,
+        loudness_lufs: float | None,
+        peak_dbfs: float | None,
+        generation_seconds: float,
+        device: str,
+        seed: int | None,
+    ) -> Generation:
+        """Write the Broadcast WAV atomically, then commit the row completed with path, size and sha256."""
+        job = self._read(generation_id)
+        if job.status is not Status.PROCESSING:
+            raise IllegalTransition(generation_id, job.status.value, Status.COMPLETED.value)
+        relative = self.relative_audio_path(job)
+        data = bwf.encode(
+            audio,
+            sample_rate,
+            bwf.BroadcastInfo(
+                description=job.prompt,
+                originator=job.model_name,
+                originator_reference=uuid.UUID(job.id).hex,
+                origination=job.created_at,
+                loudness_lufs=loudness_lufs,
+                coding_history=f"{job.model_name} on {device}, seed {seed}",
+            ),
+        )
+        files.write_atomic(self.home / relative, data)
+        try:
+            return self._transition(
+                generation_id,
+                Status.COMPLETED,
+                file_path=str(relative),
+                sample_rate=sample_rate,
+                channels=audio.shape[0],
+                duration_s=audio.shape[1] / sample_rate,
+                loudness_lufs=loudness_lufs,
+                peak_dbfs=peak_dbfs,
+                file_size=len(data),
+                sha256=hashlib.sha256(data).hexdigest(),
+                completed_at=_now(),
+                generation_seconds=generation_seconds,
+                device=device,
+                error=None,
+                **({"seed": seed} if seed is not None else {}),
+            )
+        except BaseException:
+            # Cancelled or deleted meanwhile, or the database failed: no row points at the file, so keep it
+            # out of outputs/ (where it would look finished) without destroying it.
+            files.quarantine(self.home, self.home / relative)
+            raise
+
+    def fail(self, generation_id: str, error: str) -> Generation:
+        return self._transition(generation_id, Status.FAILED, error=error, completed_at=_now())
+
+    def cancel(self, generation_id: str) -> Generation:
+        return self._transition(generation_id, Status.CANCELLED, completed_at=_now())
+
+    def requeue(self, generation_id: str) -> Generation:
+        """processing -> pending (after a crash or a worker shutdown); attempts keep counting."""
+        return self._transition(generation_id, Status.PENDING, started_at=None)
+
+    def get(self, generation_id: str) -> Generation:
+        return self._read(generation_id)
+
+    def delete(self, generation_id: str) -> None:
+        """Delete the row, then its file (a crash in between leaves an orphan file for recover(), never a
+        row pointing at a missing file). A job still processing is deleted too: its complete() then fails."""
+
+        def work(session: Session) -> str | None:
+            row = _row(session, generation_id)
+            session.delete(row)
+            return row.file_path
+
+        relative = run_transaction(self.engine, work, write=True)
+        if relative:
+            files.remove(self.home / relative)
+
+    # --- queries -----------------------------------------------------------------------------------------
+
+    def history(
+        self,
+        status: Status | str | None = None,
+        model: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        query: str | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> Page:
+        """Newest first, or best match first when `query` (full-text over prompts) is given.
+        `since` is inclusive, `until` exclusive. Pass `next_cursor` back with the same filters for more."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"limit must be 1-{MAX_PAGE}, got {limit}")
+        wanted = _status(status) if status is not None else None
+        start = _as_utc(since, "since") if since else None
+        end = _as_utc(until, "until") if until else None
+        search = query.strip() if query and query.strip() else None
+        digest = filters_digest(wanted, model, start, end, search)
+        position = decode(cursor, digest) if cursor else None
+
+        statement = select(GenerationRow)
+        if wanted:
+            statement = statement.where(GenerationRow.status == wanted.value)
+        if model:
+            statement = statement.where(GenerationRow.model_name == model)
+        if start:
+            statement = statement.where(GenerationRow.created_at >= start)
+        if end:
+            statement = statement.where(GenerationRow.created_at < end)
+        newest_first = (GenerationRow.created_at.desc(), GenerationRow.id.desc())
+
+        def work(session: Session) -> Page:
+            if search is None:
+                page = statement.order_by(*newest_first).limit(limit + 1)
+                if position and position.created_at and position.id:
+                    page = page.where(_before(position.created_at, position.id))
+                rows = list(session.scalars(page))
+                more = len(rows) > limit
+                rows = rows[:limit]
+                last = rows[-1] if rows else None
+                token = encode(Cursor(digest, last.created_at, last.id)) if more and last else None
+                return Page([self._snapshot(row) for row in rows], token)
+
+            snapshot = position.snapshot if position else session.scalar(func.max(GenerationRow.created_at))
+            offset = (position.offset or 0) if position else 0
+            matched, rank = apply_search(statement, self._dialect, search)
+            if snapshot is not None:
+                matched = matched.where(GenerationRow.created_at <= snapshot)
+            rows = list(
+                session.scalars(matched.order_by(rank, *newest_first).offset(offset).limit(limit + 1))
+            )
+            more = len(rows) > limit
+            rows = rows[:limit]
+            token = encode(Cursor(digest, offset=offset + limit, snapshot=snapshot)) if more else None
+            return Page([self._snapshot(row) for row in rows], token)
+
+        return run_transaction(self.engine, work, write=False)
+
+    def queue_position(self, generation_id: str) -> int | None:
+        """1 for the next job to be claimed, 2 after it, ...; None when the job is not pending."""
+
+        def work(session: Session) -> int | None:
+            row = _row(session, generation_id)
+            if row.status != Status.PENDING.value:
+                return None
+            ahead = (
+                _queue().where(_before(row.created_at, row.id)).with_only_columns(func.count()).order_by(None)
+            )
+            return int(session.scalar(ahead) or 0) + 1
+
+        return run_transaction(self.engine, work, write=False)
+
+    def count(self, status: Status | str | None = None) -> int:
+        statement = select(func.count()).select_from(GenerationRow)
+        if status is not None:
+            statement = statement.where(GenerationRow.status == _status(status).value)
+        return run_transaction(self.engine, lambda session: int(session.scalar(statement) or 0), write=False)
+
+    def relative_audio_path(self, generation: Generation) -> Path:
+        """outputs/YYYY/MM/DD/<id>.wav, dated by the job's creation (UTC)."""
+        return Path("outputs", generation.created_at.strftime("%Y/%m/%d"), f"{generation.id}.wav")
+
+    def open_audio(self, generation_id: str) -> bytes:
+        """The WAV bytes, after checking them against the sha256 recorded when the file was written."""
+        job = self._read(generation_id)
+        if job.status is not Status.COMPLETED or job.file_path is None:
+            raise NotFound(f"generation {generation_id} has no audio: it is {job.status.value}")
+        try:
+            data = job.file_path.read_bytes()
+        except FileNotFoundError:
+            raise AudioIntegrityError(
+                f"audio of generation {generation_id} is missing at {job.file_path}: "
+                "restore it from a backup, or delete the generation and generate it again"
+            ) from None
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != job.sha256:
+            raise AudioIntegrityError(
+                f"audio of generation {generation_id} at {job.file_path} fails its checksum "
+                f"(sha256 {actual[:12]}..., recorded {str(job.sha256)[:12]}...): the file was modified or "
+                "corrupted; restore it, or delete the generation and generate it again"
+            )
+        return data
+
+    # --- recovery ----------------------------------------------------------------------------------------
+
+    def recover(self, max_attempts: int = 2) -> RecoveryReport:
+        """Run once at start-up, before workers start: jobs left processing by a crash go back to pending
+        (or fail once they were tried `max_attempts` times); orphan files move to home/quarantine/."""
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+
+        def work(session: Session) -> tuple[list[str], list[str], list[str], dict[str, str]]:
+            stuck = list(session.scalars(select(GenerationRow).where(GenerationRow.status == "processing")))
+            requeued = [row.id for row in stuck if row.attempts < max_attempts]
+            failed = [row.id for row in stuck if row.attempts >= max_attempts]
+            if requeued:
+                session.execute(
+                    update(GenerationRow)
+                    .where(GenerationRow.id.in_(requeued))
+                    .values(status=Status.PENDING.value, started_at=None)
+                )
+            if failed:
+                session.execute(
+                    update(GenerationRow)
+                    .where(GenerationRow.id.in_(failed))
+                    .values(
+                        status=Status.FAILED.value,
+                        completed_at=_now(),
+                        error=f"interrupted by a crash on each of its {max_attempts}+ attempts "
+                        f"(max_attempts={max_attempts}); submit it again to retry",
+                    )
+                )
+            pending = list(session.scalars(_queue().with_only_columns(GenerationRow.id)))
+            completed = session.execute(
+                select(GenerationRow.file_path, GenerationRow.id).where(
+                    GenerationRow.status == Status.COMPLETED.value, GenerationRow.file_path.is_not(None)
+                )
+            )
+            return requeued, failed, pending, {str(path): gid for path, gid in completed}
+
+        requeued, failed, pending, completed = run_transaction(self.engine, work, write=True)
+        return RecoveryReport(
+            requeued=requeued,
+            failed=failed,
+            pending=pending,
+            quarantined=self._sweep_orphans(set(completed)),
+            missing_files=[gid for path, gid in completed.items() if not (self.home / path).is_file()],
+        )
+
+    def _sweep_orphans(self, completed_paths: set[str]) -> list[Path]:
+        moved = []
+        for path in sorted(self.outputs.rglob("*")) if self.outputs.is_dir() else []:
+            if files.is_temp(path):
+                pid = files.writer_pid(path)
+                if pid is not None and files.pid_alive(pid):
+                    continue  # a live writer's file in progress
+            elif path.suffix != ".wav" or str(path.relative_to(self.home)) in completed_paths:
+                continue
+            if path.is_file():
+                moved.append(files.quarantine(self.home, path))
+        return moved
+
+
+def _row(session: Session, generation_id: str, *, refresh: bool = False) -> GenerationRow:
+    row = session.get(GenerationRow, generation_id, populate_existing=refresh)
+    if row is None:
+        raise NotFound(f"no generation with id {generation_id!r}: list ids with history()")
+    return row
+
+
+def _queue() -> Select[GenerationRow]:
+    """Pending jobs, oldest first: the order claim() takes them in."""
+    return (
+        select(GenerationRow)
+        .where(GenerationRow.status == Status.PENDING.value)
+        .order_by(GenerationRow.created_at, GenerationRow.id)
+    )
+
+
+def _before(created_at: datetime, generation_id: str) -> Any:
+    """Rows strictly before (created_at, id) in newest-first order, i.e. older ones."""
+    return or_(
+        GenerationRow.created_at < created_at,
+        and_(GenerationRow.created_at == created_at, GenerationRow.id < generation_id),
+    )

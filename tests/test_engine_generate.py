@@ -1,0 +1,118 @@
+"""Generation through MusicEngine with tiny random checkpoints loaded the way a real one is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyloudnorm
+import pytest
+import torch
+
+from engine import GenerationRequest, MusicEngine, reference
+from engine.audio import postprocess
+
+DURATION = 1.01  # 32,320 samples: not a whole number of 640-sample EnCodec frames
+
+
+@pytest.fixture(scope="module")
+def mono(tiny_checkpoint: Path) -> MusicEngine:
+    return MusicEngine.load(str(tiny_checkpoint), device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def stereo(tiny_stereo_checkpoint: Path) -> MusicEngine:
+    return MusicEngine.load(str(tiny_stereo_checkpoint), device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def mono_reference(tiny_checkpoint: Path) -> MusicEngine:
+    return MusicEngine.load(str(tiny_checkpoint), device="cpu", dtype="float32", backend="reference")
+
+
+def make_request(**overrides: object) -> GenerationRequest:
+    return GenerationRequest(**{"prompt": "lofi beat", "duration": DURATION, "seed": 7, **overrides})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("engine_name", "channels"), [("mono", 1), ("stereo", 2)])
+def test_audio_shape_length_loudness_and_peak(
+    engine_name: str, channels: int, request: pytest.FixtureRequest, capfd: pytest.CaptureFixture[str]
+) -> None:
+    engine: MusicEngine = request.getfixturevalue(engine_name)
+    [result] = engine.generate([make_request()])
+    assert capfd.readouterr().out == "", "stdio MCP owns stdout: generation must print nothing there"
+    assert result is not None
+    assert result.audio.dtype == np.float32
+    assert result.audio.shape == (channels, 32_320)
+    assert result.sample_rate == engine.sample_rate == 32_000
+    assert result.duration_s == pytest.approx(DURATION, abs=1 / 32_000)
+    assert result.seed == 7 and result.steps == engine.steps_for(DURATION) == 54
+    loudness = pyloudnorm.Meter(32_000).integrated_loudness(result.audio.T.astype(np.float64))
+    assert loudness == pytest.approx(-14.0, abs=0.5)
+    assert result.loudness_lufs == pytest.approx(loudness)
+    assert 20 * np.log10(np.max(np.abs(result.audio))) <= -1.0
+    assert result.peak_dbfs <= -1.0 and result.generation_seconds > 0
+
+
+def test_same_seed_same_samples_other_seed_other_samples(mono: MusicEngine) -> None:
+    first, again, other = mono.generate([make_request(seed=11), make_request(seed=11), make_request(seed=12)])
+    assert first is not None and again is not None and other is not None
+    np.testing.assert_array_equal(first.audio, again.audio)
+    assert not np.array_equal(first.audio, other.audio)
+
+
+def test_unset_seed_is_reported_and_reproduces(mono: MusicEngine) -> None:
+    [drawn] = mono.generate([make_request(seed=None)])
+    assert drawn is not None and 0 <= drawn.seed < 2**32
+    [replay] = mono.generate([make_request(seed=drawn.seed)])
+    assert replay is not None
+    np.testing.assert_array_equal(drawn.audio, replay.audio)
+
+
+def test_loudness_off_only_fades_and_limits(mono_reference: MusicEngine, tiny_checkpoint: Path) -> None:
+    off = make_request(loudness_lufs=None, seed=5)
+    [result] = mono_reference.generate([off])
+    assert result is not None
+    model, processor = mono_reference._loaded.model, mono_reference._loaded.processor
+    [raw] = reference.generate_batch(model, processor, [off], [5], torch.device("cpu"))
+    assert raw is not None
+    np.testing.assert_array_equal(result.audio, postprocess(raw, 32_000, None))
+    assert result.loudness_lufs != pytest.approx(-14.0, abs=0.5)
+
+
+def test_progress_sees_every_step_once(stereo: MusicEngine) -> None:
+    seen: list[tuple[int, list[int]]] = []
+    sampling = {"guidance_scale": 1.0, "top_k": 0, "top_p": 0.9, "temperature": 0.7}
+    stereo.generate(
+        [make_request(duration=1.0, **sampling)], on_step=lambda step, totals: seen.append((step, totals))
+    )
+    total = 50 * 1 + 3
+    assert [step for step, _ in seen] == list(range(1, total + 1))
+    assert all(totals == [total] for _, totals in seen)
+
+
+def test_cancellation_returns_none_and_stops_decoding(mono: MusicEngine) -> None:
+    steps: list[int] = []
+    results = mono.generate(
+        [make_request(duration=5.0)],
+        on_step=lambda step, totals: steps.append(step),
+        is_cancelled=lambda row: len(steps) >= 5,
+    )
+    assert results == [None]
+    assert len(steps) <= 6 < mono.steps_for(5.0)
+
+
+def test_reference_rows_run_in_turn_and_do_not_depend_on_position(mono_reference: MusicEngine) -> None:
+    assert (mono_reference.backend, mono_reference.max_batch_size) == ("reference", 1)
+    seen: list[tuple[int, list[int]]] = []
+    cancelled, alone, second = mono_reference.generate(
+        [make_request(seed=1), make_request(seed=3), make_request(seed=2, duration=1.0)],
+        on_step=lambda step, totals: seen.append((step, totals)),
+        is_cancelled=lambda row: row == 0,
+    )
+    [single] = mono_reference.generate([make_request(seed=3)])
+    assert cancelled is None and alone is not None and single is not None and second is not None
+    np.testing.assert_array_equal(alone.audio, single.audio)
+    # Rows run one after another: totals[i] is the step at which row i is done.
+    assert seen[-1] == (54 + 54 + 53, [54, 108, 161])
+    assert [step for step, _ in seen] == list(range(55, 162))

@@ -1,0 +1,84 @@
+"""Checkpoint loading: the offline / missing-model error, device and dtype selection, silence on stdout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine import EngineError, ModelNotAvailableError, MusicEngine, loading
+
+
+def test_unknown_hub_id_offline_names_model_cache_and_fix(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(ModelNotAvailableError) as caught:
+        MusicEngine.load("facebook/musicgen-does-not-exist", device="cpu")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "facebook/musicgen-does-not-exist" in message
+    assert str(tmp_path / "hub") in message
+    assert "dgx-music pull facebook/musicgen-does-not-exist" in message
+    assert "HF_HOME" in message
+
+
+@pytest.mark.parametrize("make", ["missing", "empty"])
+def test_missing_local_checkpoint(tmp_path: Path, make: str) -> None:
+    directory = tmp_path / "checkpoint"
+    if make == "empty":
+        directory.mkdir()
+    with pytest.raises(ModelNotAvailableError) as caught:
+        MusicEngine.load(str(directory), device="cpu")
+    message = str(caught.value)
+    assert "\n" not in message and str(directory) in message and "config.json" in message
+
+
+def test_alias_of_uncached_model_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("DGX_MUSIC_MODEL", "stereo-large")
+    with pytest.raises(ModelNotAvailableError, match="facebook/musicgen-stereo-large"):
+        MusicEngine.load(device="cpu")
+
+
+def test_dtype_override_and_invalid_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    monkeypatch.setenv("DGX_MUSIC_DTYPE", "bfloat16")
+    assert loading.select_dtype(cpu) == torch.bfloat16
+    assert loading.select_dtype(cpu, "float32") == torch.float32
+    with pytest.raises(EngineError, match=r"dtype 'fp8'.*bfloat16, float16, float32"):
+        loading.select_dtype(cpu, "fp8")
+
+
+def test_default_dtype_follows_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DGX_MUSIC_DTYPE", raising=False)
+    for native, expected in [(True, torch.bfloat16), (False, torch.float32)]:
+        monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda native=native: native)
+        assert loading.select_dtype(torch.device("cpu")) == expected
+
+
+def test_device_selection(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DGX_MUSIC_DEVICE", "cpu")
+    assert loading.select_device() == torch.device("cpu")
+    with pytest.raises(EngineError, match="device 'tpu'"):
+        loading.select_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(EngineError, match="no CUDA GPU"):
+            loading.select_device("cuda")
+
+
+def test_load_reports_facts_and_prints_nothing(
+    tiny_stereo_checkpoint: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DGX_MUSIC_MODEL", str(tiny_stereo_checkpoint))
+    monkeypatch.setenv("DGX_MUSIC_DTYPE", "float32")
+    engine = MusicEngine.load(device="cpu")
+    assert capfd.readouterr().out == ""
+    assert engine.model_id == str(tiny_stereo_checkpoint)
+    assert (engine.device, engine.dtype) == ("cpu", "float32")
+    assert (engine.sample_rate, engine.audio_channels, engine.frame_rate) == (32_000, 2, 50)
+    assert engine.load_seconds > 0 and engine.memory_bytes > 0
+    assert engine.max_batch_size >= 1

@@ -1,0 +1,206 @@
+"""The job state machine, the queue, and row lifecycle on a real SQLite file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy.exc import IntegrityError
+
+from storage import Generation, IllegalTransition, NotFound, Status, Store
+
+PARAMS = {
+    "duration": 2.0,
+    "seed": None,
+    "temperature": 1.0,
+    "top_k": 250,
+    "top_p": 0.0,
+    "guidance_scale": 3.0,
+}
+MODEL = "facebook/musicgen-small"
+
+
+@pytest.fixture
+def store(data_home: Path) -> Store:
+    return Store(data_home)
+
+
+def tone(seconds: float = 0.25, rate: int = 32000, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return np.tile(0.5 * np.sin(2 * np.pi * 440 * t), (channels, 1)).astype(np.float32)
+
+
+def finish(store: Store, job: Generation) -> Generation:
+    return store.complete(
+        job.id,
+        tone(),
+        32000,
+        loudness_lufs=-14.0,
+        peak_dbfs=-6.0,
+        generation_seconds=0.5,
+        device="cpu",
+        seed=7,
+    )
+
+
+def test_create_records_a_pending_job_with_its_params(store: Store) -> None:
+    job = store.create("warm lofi piano", MODEL, PARAMS | {"loudness_lufs": -14.0}, {"client": "test"})
+    assert job.status is Status.PENDING
+    assert job.params == PARAMS | {"loudness_lufs": -14.0}
+    assert job.metadata == {"client": "test"}
+    assert (job.file_path, job.attempts, job.started_at) == (None, 0, None)
+    assert store.get(job.id) == job
+
+
+@pytest.mark.parametrize(
+    ("prompt", "model", "params", "message"),
+    [
+        ("  ", MODEL, {}, "prompt"),
+        ("ok", "", {}, "model_name"),
+        ("ok", MODEL, {"steps": 3}, "unknown params ['steps']"),
+    ],
+)
+def test_create_rejects_bad_input_naming_the_argument(
+    store: Store, prompt: str, model: str, params: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message.replace("[", r"\[")):
+        store.create(prompt, model, params)
+
+
+def test_the_happy_path_fills_results_and_timings(store: Store) -> None:
+    job = store.create("warm lofi piano", MODEL, PARAMS)
+    [claimed] = store.claim(MODEL, 4)
+    assert (claimed.status, claimed.attempts) == (Status.PROCESSING, 1)
+    assert claimed.started_at is not None
+    done = finish(store, job)
+    assert done.status is Status.COMPLETED
+    assert done.params["seed"] == 7  # the seed used replaces the requested None
+    assert (done.sample_rate, done.channels, done.duration_s, done.device) == (32000, 1, 0.25, "cpu")
+    assert done.file_path == store.home / "outputs" / done.created_at.strftime("%Y/%m/%d") / f"{job.id}.wav"
+    assert done.file_path.stat().st_size == done.file_size
+    assert done.completed_at is not None and done.completed_at >= claimed.started_at
+
+
+def test_legal_transitions(store: Store) -> None:
+    cancelled_pending = store.create("a", MODEL, {})
+    assert store.cancel(cancelled_pending.id).status is Status.CANCELLED
+
+    for action, expected in [
+        (lambda gid: store.fail(gid, "out of memory"), Status.FAILED),
+        (store.cancel, Status.CANCELLED),
+        (store.requeue, Status.PENDING),
+    ]:
+        job = store.create("b", MODEL, {})
+        store.claim(MODEL, 1)
+        after = action(job.id)
+        assert after.status is expected
+
+    failed = store.history(status="failed").items[0]
+    assert failed.error == "out of memory"
+    requeued = store.history(status=Status.PENDING).items[0]
+    assert (requeued.attempts, requeued.started_at) == (1, None)  # requeue increments nothing
+    assert store.claim(MODEL, 1)[0].attempts == 2
+
+
+@pytest.mark.parametrize(
+    ("reach", "attempt"),
+    [
+        ("pending", "complete"),
+        ("pending", "fail"),
+        ("pending", "requeue"),
+        ("completed", "cancel"),
+        ("completed", "fail"),
+        ("completed", "requeue"),
+        ("failed", "cancel"),
+        ("failed", "requeue"),
+        ("cancelled", "fail"),
+        ("cancelled", "complete"),
+    ],
+)
+def test_illegal_transitions_raise_and_change_nothing(store: Store, reach: str, attempt: str) -> None:
+    job = store.create("c", MODEL, {})
+    if reach != "pending":
+        store.claim(MODEL, 1)
+        {"completed": lambda: finish(store, job), "failed": lambda: store.fail(job.id, "x")}.get(
+            reach, lambda: store.cancel(job.id)
+        )()
+    before = store.get(job.id)
+    actions = {
+        "complete": lambda: finish(store, job),
+        "fail": lambda: store.fail(job.id, "late"),
+        "cancel": lambda: store.cancel(job.id),
+        "requeue": lambda: store.requeue(job.id),
+    }
+    with pytest.raises(IllegalTransition, match=f"is {reach}; it cannot become"):
+        actions[attempt]()
+    assert store.get(job.id) == before
+    assert list((store.home / "outputs").rglob("*.wav")) == ([before.file_path] if before.file_path else [])
+
+
+def test_unknown_ids_raise_not_found(store: Store) -> None:
+    for call in (
+        store.get,
+        store.cancel,
+        store.requeue,
+        store.delete,
+        store.queue_position,
+        store.open_audio,
+    ):
+        with pytest.raises(NotFound, match="no generation with id 'nope'"):
+            call("nope")
+
+
+def test_claim_takes_the_oldest_jobs_of_one_model(store: Store) -> None:
+    a1 = store.create("1", "model-a", {})
+    b1 = store.create("2", "model-b", {})
+    a2 = store.create("3", "model-a", {})
+    a3 = store.create("4", "model-a", {})
+    assert [store.queue_position(g.id) for g in (a1, b1, a2, a3)] == [1, 2, 3, 4]
+
+    assert [g.id for g in store.claim(None, 2)] == [a1.id, a2.id]  # the oldest job's model
+    assert [store.queue_position(g.id) for g in (a1, b1, a3)] == [None, 1, 2]
+    assert [g.id for g in store.claim("model-b", 5)] == [b1.id]
+    assert store.claim("model-b", 5) == []
+    assert [g.id for g in store.claim(None, 5)] == [a3.id]
+    assert store.claim(None, 1) == []
+    assert store.count(Status.PROCESSING) == 4 and store.count() == 4 and store.count("pending") == 0
+    with pytest.raises(ValueError, match="limit must be >= 1"):
+        store.claim(None, 0)
+    with pytest.raises(ValueError, match="'done' is not a status"):
+        store.count("done")
+
+
+def test_delete_removes_row_and_file(store: Store) -> None:
+    job = store.create("to delete", MODEL, {})
+    store.claim(MODEL, 1)
+    path = finish(store, job).file_path
+    assert path is not None and path.exists()
+    store.delete(job.id)
+    assert not path.exists()
+    with pytest.raises(NotFound):
+        store.get(job.id)
+
+
+def test_completing_a_deleted_job_writes_nothing(store: Store) -> None:
+    job = store.create("deleted while generating", MODEL, {})
+    store.claim(MODEL, 1)
+    store.delete(job.id)
+    with pytest.raises(NotFound):
+        finish(store, job)
+    assert not (store.home / "outputs").exists()
+
+
+def test_a_file_whose_row_cannot_be_committed_goes_to_quarantine(store: Store) -> None:
+    job = store.create("the database refuses the final update", MODEL, {})
+    store.claim(MODEL, 1)
+    with store.engine.begin() as connection:  # a real SQLite failure at the last step, e.g. a full disk
+        connection.exec_driver_sql(
+            "CREATE TRIGGER refuse BEFORE UPDATE OF status ON generations WHEN new.status = 'completed' "
+            "BEGIN SELECT RAISE(ABORT, 'simulated failure'); END"
+        )
+    with pytest.raises(IntegrityError, match="simulated failure"):
+        finish(store, job)
+    assert list((store.home / "outputs").rglob("*.wav")) == []
+    assert [p.name for p in (store.home / "quarantine").rglob("*.wav")] == [f"{job.id}.wav"]
+    assert store.get(job.id).status is Status.PROCESSING
