@@ -258,4 +258,3 @@ def test_random_sigkills_never_leave_a_completed_row_without_its_audio(store: St
         visible = {p for p in (store.home / "outputs").rglob("*") if p.is_file()}
         assert visible == {job.file_path for job in done}
     assert store.count("completed") > 0
-    print("QUARANTINED", quarantined, store.count("completed"))
