@@ -206,4 +206,5 @@ def session_xml(spec: SessionSpec) -> bytes:
     """The .ardour document; empty containers are self-closing (whitespace inside one crashes Ardour 7.3)."""
     root = _Builder(spec).build()
     ET.indent(root, space="  ")
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+    body = ET.tostring(root, encoding="unicode")
+    return f'<?xml version="1.0" encoding="UTF-8"?>\n{body}\n'.encode()

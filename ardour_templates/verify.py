@@ -97,7 +97,9 @@ def find_tool(suffix: str) -> str:
 
 def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
     try:
-        return subprocess.run(command, capture_output=True, text=True, errors="replace", timeout=timeout)
+        return subprocess.run(
+            command, capture_output=True, encoding="utf-8", errors="replace", timeout=timeout
+        )
     except subprocess.TimeoutExpired as exc:
         raise ArdourToolError(
             f"{command[0]} did not finish within {timeout:g} s; is the session huge?"

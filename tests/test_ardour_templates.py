@@ -182,7 +182,7 @@ def test_bad_arguments_name_the_argument(tmp_path: Path, clip_file: Path, kwargs
     assert list(tmp_path.iterdir()) == [clip_file]
 
 
-def test_unusable_audio_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+def test_unusable_audio_is_refused_and_leaves_nothing_behind(tmp_path: Path) -> None:
     audio = tmp_path / "in"
     audio.mkdir()
     out = tmp_path / "out"
