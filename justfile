@@ -7,8 +7,8 @@ venv := env_var_or_default("VENV", ".venv")
 py := venv / "bin/python"
 bin := venv / "bin"
 
-# Tests that drive whole processes (CLI, servers, install script); the rest are unit tests.
-integration := "tests/test_cli*.py tests/test_mcp*.py tests/test_server*.py tests/test_serving*.py tests/test_e2e*.py tests/test_deploy.py tests/test_doctor.py"
+# Tests that drive whole processes (CLI, servers, Ardour, the install script); the rest are unit tests.
+integration := "tests/test_cli*.py tests/test_mcp*.py tests/test_server*.py tests/test_e2e*.py tests/test_reliability*.py tests/test_ardour_sessions.py tests/test_deploy.py tests/test_doctor.py"
 
 default:
     @just --list
@@ -48,7 +48,7 @@ test-unit *args:
     for pattern in {{ integration }}; do ignores+=("--ignore-glob=$pattern"); done
     exec {{ py }} -m pytest -m "not slow" "${ignores[@]}" {{ args }}
 
-# End-to-end tests: CLI and server processes, the install script, doctor.
+# End-to-end tests: CLI and server processes, Ardour, the install script, doctor.
 test-integration *args:
     #!/usr/bin/env bash
     set -euo pipefail

@@ -22,7 +22,11 @@ from transformers import (
     MusicgenConfig,
     MusicgenDecoderConfig,
     MusicgenForConditionalGeneration,
+    MusicgenMelodyConfig,
+    MusicgenMelodyDecoderConfig,
+    MusicgenMelodyForConditionalGeneration,
     MusicgenProcessor,
+    PreTrainedConfig,
     T5Config,
     T5Tokenizer,
 )
@@ -56,6 +60,7 @@ def _train_tokenizer(vocab_size: int) -> T5Tokenizer:
         vocab_size=vocab_size,
         special_tokens=["<pad>", "</s>", "<unk>"],
         unk_token="<unk>",
+        show_progress=False,  # its progress output goes to stdout, which a stdio MCP server must keep clean
     )
     tokenizer.train_from_iterator(_TOKENIZER_CORPUS * 20, trainer=trainer)
     return T5Tokenizer(
@@ -67,8 +72,9 @@ def _train_tokenizer(vocab_size: int) -> T5Tokenizer:
     )
 
 
-def _configs(size: Size, stereo: bool, text_vocab: int) -> MusicgenConfig:
+def _configs(size: Size, stereo: bool, text_vocab: int, melody: bool) -> PreTrainedConfig:
     channels = 2 if stereo else 1
+    decoder_class = MusicgenMelodyDecoderConfig if melody else MusicgenDecoderConfig
     if size == "tiny":
         text = T5Config(
             vocab_size=text_vocab,
@@ -92,7 +98,7 @@ def _configs(size: Size, stereo: bool, text_vocab: int) -> MusicgenConfig:
             use_causal_conv=False,
             use_conv_shortcut=False,
         )
-        decoder = MusicgenDecoderConfig(
+        decoder = decoder_class(
             vocab_size=CODEBOOK_SIZE,
             hidden_size=32,
             num_hidden_layers=2,
@@ -126,7 +132,7 @@ def _configs(size: Size, stereo: bool, text_vocab: int) -> MusicgenConfig:
             use_causal_conv=False,
             use_conv_shortcut=False,
         )
-        decoder = MusicgenDecoderConfig(
+        decoder = decoder_class(
             vocab_size=CODEBOOK_SIZE,
             hidden_size=1024,
             num_hidden_layers=24,
@@ -137,7 +143,7 @@ def _configs(size: Size, stereo: bool, text_vocab: int) -> MusicgenConfig:
             max_position_embeddings=2048,
         )
     decoder.pad_token_id = decoder.bos_token_id = CODEBOOK_SIZE
-    config = MusicgenConfig(
+    config = (MusicgenMelodyConfig if melody else MusicgenConfig)(
         text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict()
     )
     config.decoder_start_token_id = CODEBOOK_SIZE
@@ -146,15 +152,21 @@ def _configs(size: Size, stereo: bool, text_vocab: int) -> MusicgenConfig:
 
 
 def build_random_checkpoint(
-    directory: Path, size: Size = "tiny", stereo: bool = False, seed: int = 0
+    directory: Path, size: Size = "tiny", stereo: bool = False, seed: int = 0, melody: bool = False
 ) -> Path:
-    """Write a random MusicGen checkpoint in the hub layout to ``directory`` and return it."""
+    """Write a random MusicGen checkpoint in the hub layout to ``directory`` and return it.
+
+    ``melody`` builds a MusicGen-Melody checkpoint. Its processor cannot be saved here (the melody feature
+    extractor needs torchaudio, which has no build for this torch), so it gets the tokenizer files only; the
+    engine conditions on text alone and reads nothing else.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer = _train_tokenizer(vocab_size=200)
-    config = _configs(size, stereo, text_vocab=len(tokenizer))
+    config = _configs(size, stereo, text_vocab=len(tokenizer), melody=melody)
     torch.manual_seed(seed)
-    model = MusicgenForConditionalGeneration(config)
+    model_class: Any = MusicgenMelodyForConditionalGeneration if melody else MusicgenForConditionalGeneration
+    model = model_class(config)
     # EnCodec's codebooks are buffers that start at zero (training fills them); left so, every code decodes to
     # the same vector and the audio would not depend on what was generated.
     quantizer: Any = model.audio_encoder.quantizer
@@ -172,6 +184,9 @@ def build_random_checkpoint(
         bos_token_id=CODEBOOK_SIZE,
     )
     model.save_pretrained(directory)
-    feature_extractor = EncodecFeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE)
-    MusicgenProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(directory)
+    if melody:
+        tokenizer.save_pretrained(directory)
+    else:
+        feature_extractor = EncodecFeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE)
+        MusicgenProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(directory)
     return directory

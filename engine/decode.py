@@ -268,19 +268,19 @@ class CudaGraphStep:
 
 
 def _runner(step: DecodeStep, device: torch.device) -> Callable[[int], None]:
-    """A CUDA graph of the step on CUDA (unless turned off), else the eager step."""
-    if device.type == "cuda" and os.environ.get(CUDA_GRAPH_ENV, "1") != "0":
+    """On CUDA, the step captured as a graph (unless turned off or capture fails), else the same fixed-shape
+    step run eagerly, so results do not depend on the graph. Elsewhere the eager step attends to exactly the
+    positions written so far, which is what ``generate`` computes."""
+    if device.type != "cuda":
+        return lambda step_index: step(step_index + 1)
+    if os.environ.get(CUDA_GRAPH_ENV, "1") != "0":
         try:
             return CudaGraphStep(step)
-        except RuntimeError as error:  # capture is unsupported in some setups: decode eagerly instead
+        except RuntimeError as error:  # capture is unsupported in some setups: decode without it
             log.warning("CUDA graph capture failed, decoding without it: %s", error)
             torch.cuda.synchronize(device)
             step.reset()
-
-    def eager(step_index: int) -> None:
-        step(step_index + 1)
-
-    return eager
+    return lambda step_index: step(None)
 
 
 @torch.inference_mode()
@@ -365,7 +365,7 @@ def generate_batch(
     on_step: OnStep | None = None,
     is_cancelled: IsCancelled | None = None,
 ) -> list[np.ndarray | None]:
-    """Generate a batch of requests in one decode loop: raw float32 audio per request, or ``None`` if cancelled.
+    """Generate requests in one decode loop: raw float32 audio per request, ``None`` where cancelled.
 
     Audio is (channels, round(duration * sample_rate)), not loudness-processed. ``on_step(step, totals)``
     runs after every decode step: ``step`` counts the batch's steps from 1 and ``totals[i]`` is the number

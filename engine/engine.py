@@ -54,12 +54,13 @@ def _batched_decoder() -> GenerateBatch | None:
 
 
 def _choose_backend(model: Any, requested: str | None) -> tuple[str, GenerateBatch]:
-    from transformers import MusicgenMelodyForConditionalGeneration
+    from transformers import MusicgenForConditionalGeneration
 
     name = requested or os.environ.get("DGX_MUSIC_BACKEND") or "auto"
     if name not in BACKENDS:
         raise EngineError(f"backend {name!r} is not supported; use one of {', '.join(BACKENDS)}")
-    batched = None if isinstance(model, MusicgenMelodyForConditionalGeneration) else _batched_decoder()
+    # The decode loop is written for the text-conditioned model; melody checkpoints take transformers' path.
+    batched = _batched_decoder() if isinstance(model, MusicgenForConditionalGeneration) else None
     if name == "batched" and batched is None:
         raise EngineError(
             "backend 'batched' needs engine.decode.generate_batch, which is missing or does not support "
@@ -68,6 +69,16 @@ def _choose_backend(model: Any, requested: str | None) -> tuple[str, GenerateBat
     if name == "reference" or batched is None:
         return "reference", reference.generate_batch
     return "batched", batched
+
+
+def _max_batch_size(device_type: str) -> int:
+    """``DGX_MUSIC_MAX_BATCH``, else a default for the device: the most requests one decode loop takes."""
+    text = os.environ.get("DGX_MUSIC_MAX_BATCH")
+    if not text:
+        return DEFAULT_MAX_BATCH[device_type]
+    if not text.isdigit() or int(text) < 1:
+        raise EngineError(f"DGX_MUSIC_MAX_BATCH must be a whole number of at least 1, got {text!r}")
+    return int(text)
 
 
 class MusicEngine:
@@ -81,11 +92,7 @@ class MusicEngine:
         self.sample_rate: int = int(config.audio_encoder.sampling_rate)
         self.audio_channels: int = int(config.decoder.audio_channels)
         self.frame_rate: int = int(config.audio_encoder.frame_rate)
-        self.max_batch_size: int = (
-            1
-            if self.backend == "reference"
-            else int(os.environ.get("DGX_MUSIC_MAX_BATCH") or DEFAULT_MAX_BATCH[loaded.device.type])
-        )
+        self.max_batch_size: int = 1 if self.backend == "reference" else _max_batch_size(loaded.device.type)
 
     @classmethod
     def load(

@@ -51,7 +51,7 @@ class StaticKVCache:
 
 
 class CrossKV:
-    """Cross-attention keys and values: computed once per request from its text, padded to the longest text."""
+    """Cross-attention keys and values, computed once per request from its text, padded to the longest."""
 
     def __init__(self, shape: KVShape, dtype: torch.dtype, device: torch.device) -> None:
         size = (shape.layers, shape.rows, shape.heads, shape.length, shape.head_dim)

@@ -125,7 +125,6 @@ def load(model_id: str, device: torch.device, dtype: torch.dtype) -> LoadedModel
     """Load the checkpoint's model class and processor onto ``device`` in ``dtype``, in eval mode."""
     from transformers import (
         AutoConfig,
-        AutoProcessor,
         MusicgenForConditionalGeneration,
         MusicgenMelodyForConditionalGeneration,
     )
@@ -151,7 +150,7 @@ def load(model_id: str, device: torch.device, dtype: torch.dtype) -> LoadedModel
                 "use facebook/musicgen-small or another MusicGen checkpoint"
             )
         model = model_class.from_pretrained(source, dtype=dtype, **options)
-        processor = AutoProcessor.from_pretrained(source, **options)
+        processor = _load_processor(source, model_class is MusicgenMelodyForConditionalGeneration, options)
     except (OSError, ValueError) as error:
         # transformers reports a missing file, an unknown repo and "offline, not cached" all as OSError
         # (huggingface_hub's errors subclass it); only those mean the model is not there.
@@ -171,6 +170,18 @@ def load(model_id: str, device: torch.device, dtype: torch.dtype) -> LoadedModel
         # touches them: the RSS growth alone would under-report, so count at least the weights themselves.
         memory_bytes=max(_memory_now(device) - memory_before, _tensor_bytes(model)),
     )
+
+
+def _load_processor(source: str, melody: bool, options: dict[str, Any]) -> Any:
+    """The checkpoint's processor; for melody checkpoints its tokenizer.
+
+    The melody processor's feature extractor (chroma of a reference tune) requires torchaudio, whose builds
+    lag torch's; generation here is conditioned on text only, which the tokenizer alone handles with the same
+    ``processor(text=[...], padding=True, return_tensors="pt")`` call.
+    """
+    from transformers import AutoProcessor, AutoTokenizer
+
+    return (AutoTokenizer if melody else AutoProcessor).from_pretrained(source, **options)
 
 
 def keep_codec_fp32(model: Any) -> None:

@@ -76,14 +76,15 @@ def sampling_options(request: GenerationRequest) -> dict[str, Any]:
     """The request's sampling parameters in ``generate``'s terms.
 
     top_k 0 and top_p 0 mean "off" (audiocraft's convention); when both are set both filters apply, top-k
-    first, as transformers does. A guidance scale of 1 or less runs without classifier-free guidance.
+    first, as transformers does. A guidance scale of 1 or less runs without classifier-free guidance (below 1
+    ``generate`` would switch to its unbatched guidance, which MusicGen's inputs do not fit).
     """
     return {
         "do_sample": True,
         "temperature": request.temperature,
         "top_k": request.top_k,
         "top_p": request.top_p if request.top_p > 0 else 1.0,
-        "guidance_scale": request.guidance_scale,
+        "guidance_scale": max(request.guidance_scale, 1.0),
     }
 
 

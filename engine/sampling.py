@@ -53,7 +53,7 @@ def uses_guidance(requests: Sequence[GenerationRequest]) -> bool:
 
 
 def guide(logits: torch.Tensor, guidance_scale: torch.Tensor) -> torch.Tensor:
-    """Classifier-free guidance: ``logits`` (2B, K, V) holds the conditional rows, then the unconditional ones.
+    """Classifier-free guidance: ``logits`` (2B, K, V) holds the conditional rows, then the unconditional.
 
     Rows with a scale of at most 1 take their conditional logits unchanged, as ``generate`` does for them.
     """

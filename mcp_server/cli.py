@@ -93,9 +93,10 @@ def serve(
         TransportName.stdio
     ),
     host: Annotated[
-        str, typer.Option(help="HTTP bind address; non-loopback needs DGX_MUSIC_TOKEN.")
+        str,
+        typer.Option(envvar="DGX_MUSIC_HOST", help="HTTP bind address; off loopback needs DGX_MUSIC_TOKEN."),
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port.")] = 8000,
+    port: Annotated[int, typer.Option(envvar="DGX_MUSIC_PORT", min=1, max=65535, help="HTTP port.")] = 8000,
     home: Home = None,
     model: Model = None,
     device: Device = None,
@@ -155,7 +156,7 @@ def generate(
 ) -> None:
     """Generate one piece and keep it in the history, as the MCP server would."""
     settings = load_settings(home=home, device=device, dtype=dtype, database_url=database_url)
-    setup_logging("WARNING", settings.log_file)
+    setup_logging("INFO", settings.log_file, stderr=False)
     from mcp_server.service import JobService
 
     with user_errors():
@@ -233,15 +234,17 @@ def history(
 ) -> None:
     """The most recent generations, or the best matches for QUERY."""
     settings = load_settings(home=home, database_url=database_url)
-    setup_logging("WARNING", None)
+    setup_logging("WARNING", settings.log_file, stderr=False)
     from mcp_server.service import JobService
 
     with user_errors():
         service = JobService(settings)
         jobs, _ = anyio.run(service.history, query, status, limit, None)
     table = Table(box=None, header_style="bold")
-    for column in ("id", "created (UTC)", "status", "secs", "seed", "prompt", "file / error"):
-        table.add_column(column, overflow="fold" if column == "prompt" else "ellipsis")
+    for column in ("id", "created (UTC)", "status", "secs", "seed"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("prompt", overflow="fold", ratio=2)
+    table.add_column("file / error", overflow="fold", ratio=1)
     for job in jobs:
         table.add_row(
             job.job_id[:8],
@@ -259,12 +262,21 @@ def history(
 
 
 @app.command()
-def doctor(home: Home = None, model: Model = None, device: Device = None, dtype: Dtype = None) -> None:
+def doctor(
+    full: Annotated[
+        bool, typer.Option("--full", help="Also generate and report latency and memory.")
+    ] = False,
+    gpu: Annotated[bool, typer.Option("--gpu", help="Only the GPU checks; fail without CUDA.")] = False,
+    home: Home = None,
+    model: Model = None,
+    device: Device = None,
+    dtype: Dtype = None,
+) -> None:
     """Check this host: Python packages, GPU, model cache, data directory, Ardour."""
     settings = load_settings(home=home, model=model, device=device, dtype=dtype)
     from mcp_server.doctor import run_doctor
 
-    raise typer.Exit(run_doctor(settings, out))
+    raise typer.Exit(run_doctor(settings, out, full=full, gpu_only=gpu))
 
 
 @app.command()

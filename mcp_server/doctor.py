@@ -314,8 +314,9 @@ class Doctor:
         rows = slice(0, 8)
         reference = a[rows].double().cpu() @ b.double().cpu()
         error = float((result[rows].double().cpu() - reference).abs().max() / reference.abs().max())
-        tflops = 2 * size**3 / seconds / 1e12
-        detail = f"{size}x{size} fp32 on {self.device}: {tflops:.2f} TFLOP/s, rel. error {error:.1e}"
+        flops = 2 * size**3 / seconds
+        rate = f"{flops / 1e12:.1f} TFLOP/s" if flops >= 1e12 else f"{flops / 1e9:.1f} GFLOP/s"
+        detail = f"{size}x{size} fp32 on {self.device}: {rate}, rel. error {error:.1e}"
         # TF32, if someone enables it, keeps ~1e-3; anything worse is a broken kernel or driver.
         if error > 5e-3:
             return Check(
@@ -476,7 +477,9 @@ def run_doctor(
         doctor.run([doctor.check_performance])
     if doctor.blockers:
         names = ", ".join(check.name for check in doctor.blockers)
-        console.print(f"[bold red]Blocked by: {names}[/] (see the FAIL lines above)", highlight=False)
+        console.print(
+            f"[bold red]Blocked by: {names}[/] (see the FAIL lines above)", highlight=False, soft_wrap=True
+        )
         return 1
     warnings = sum(check.status == "warn" for check in doctor.checks)
     console.print(f"[green]Ready[/]{f' with {warnings} warning(s)' if warnings else ''}.", highlight=False)

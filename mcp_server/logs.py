@@ -19,11 +19,12 @@ _QUIET_ENV = {
 }
 
 
-def setup_logging(level: str, log_file: Path | None) -> None:
-    """Send our logs (and the SDK's) to stderr and, when given, to ``log_file`` (rotated at 5 MB)."""
+def setup_logging(level: str, log_file: Path | None, *, stderr: bool = True) -> None:
+    """Send our logs (and the SDK's) to stderr unless told not to and, when given, to ``log_file`` (rotated
+    at 5 MB). The CLI's own commands log to the file only: their errors are printed once, as one line."""
     for key, value in _QUIET_ENV.items():
         os.environ.setdefault(key, value)
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)] if stderr else []
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(RotatingFileHandler(log_file, maxBytes=5_000_000, backupCount=3, encoding="utf-8"))

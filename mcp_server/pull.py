@@ -111,7 +111,10 @@ def pull_model(model: str, console: Console) -> None:
 
 def _download(model_id: str, console: Console) -> Path:
     from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    # HTTPError is the HTTP client's error base (httpx's, or httpx2's in huggingface_hub 2.x) as the hub
+    # library imports it: connection failures raise it directly, and the hub's own HTTP errors subclass it.
+    from huggingface_hub.errors import GatedRepoError, HTTPError, RepositoryNotFoundError
 
     try:
         files = HfApi().list_repo_files(model_id)
@@ -139,8 +142,7 @@ def _download(model_id: str, console: Console) -> Path:
             f"no model {model_id!r} on huggingface.co; use a MusicGen id such as facebook/musicgen-small "
             "or an alias (small, medium, large, melody, stereo-small, ...)"
         ) from None
-    except (HfHubHTTPError, OSError) as error:
-        # Connection errors from the HTTP client are OSErrors; partial downloads resume on the next pull.
+    except (HTTPError, OSError) as error:  # OSError: disk full, cache not writable; partial files resume
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
         raise PullError(
             f"downloading {model_id} failed ({reason}); check the network, HTTPS_PROXY or HF_ENDPOINT, "

@@ -38,6 +38,7 @@ T = TypeVar("T")
 
 POLL_SECONDS = 0.5  # how often the worker looks for jobs queued by other processes, and waiters re-read
 NOTIFY_EVERY_SECONDS = 0.2  # progress wake-ups per running batch are throttled to this
+RETRY_SECONDS = 5  # after an unexpected worker error
 MAX_ATTEMPTS = 2  # a job left processing by a second crash fails instead of running a third time
 SEED_SPACE = 2**32
 MAX_REMEMBERED_TOTALS = 10_000
@@ -217,8 +218,8 @@ class JobService:
                 f"job_id {job_id!r} is already {job.status}; only pending or processing jobs can be cancelled"
             )
         if job.status != "cancelled":
-            if job.status == "processing":
-                with self._lock:
+            with self._lock:
+                if self._batch is not None and job_id in self._batch.ids:  # ours: stop at the next step
                     self._cancel_requested.add(job_id)
             with suppress(IllegalTransition):  # it ended while we looked; report what it is now
                 self.store.cancel(job_id)
@@ -256,20 +257,25 @@ class JobService:
         if lock is None:
             return
         try:
-            report = self.store.recover(max_attempts=MAX_ATTEMPTS)
-            log.info("recovered the queue at start-up: %s", report)
+            try:
+                report = self.store.recover(max_attempts=MAX_ATTEMPTS)
+                log.info("recovered the queue at start-up: %s", report)
+            except Exception:
+                log.exception("recovering the queue failed; jobs left processing by a crash stay as they are")
             self.changes.notify()
             # At start-up, not on the first job, so the first job does not wait for the load. A failure is
             # logged; each batch retries the load and fails its jobs with the reason.
             with suppress(Exception):
                 self._load(self.default_model)
             while not self._stop.is_set():
-                if not self._run_batch():
+                try:
+                    worked = self._run_batch()
+                except Exception:  # e.g. the database stayed locked: keep the worker alive and retry
+                    log.exception("the worker hit an unexpected error; retrying in %d s", RETRY_SECONDS)
+                    worked = self._stop.wait(RETRY_SECONDS)
+                if not worked:
                     self._wake.wait(POLL_SECONDS)
                     self._wake.clear()
-        except Exception:
-            log.exception("the worker stopped on an unexpected error; queued jobs wait for a restart")
-            self.worker_state = "crashed (see the log)"
         finally:
             self._engine = None
             lock.close()  # releases the flock
@@ -336,7 +342,6 @@ class JobService:
         except Exception as exc:
             self._finish(batch, [None] * len(batch), f"could not load the model: {type(exc).__name__}: {exc}")
             return True
-        self._frame_rate = engine.frame_rate
         state = _Batch(ids=[g.id for g in batch], started=time.monotonic())
         with self._lock:
             self._batch = state
@@ -428,6 +433,14 @@ class JobService:
                     self.store.requeue(job_id)
             except IllegalTransition:
                 log.info("job %s was cancelled while it finished; its result is discarded", job_id)
+            except OSError as exc:  # a full disk, a quota, a file-size limit
+                log.exception("writing the audio of job %s failed", job_id)
+                outputs = self.settings.home / "outputs"
+                self._fail_quietly(
+                    job_id,
+                    f"could not write the audio under {outputs}: {exc.strerror or exc}; free disk space "
+                    "there (or lift the quota / file-size limit) and generate again",
+                )
             except Exception as exc:
                 log.exception("recording the outcome of job %s failed", job_id)
                 self._fail_quietly(job_id, f"could not store the result: {type(exc).__name__}: {exc}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+import sys
 from types import FrameType
 
 import anyio
@@ -26,6 +27,9 @@ def serve(settings: Settings, transport: str = "stdio", host: str = "127.0.0.1",
     """Serve until stdin closes (stdio) or SIGINT/SIGTERM; the worker re-queues what it was doing."""
     if transport != "stdio":
         check_http_exposure(settings.token, host)
+    # The worker thread holds the GIL through the Python parts of each decode step; hand it back to the
+    # event loop more often than every 5 ms so status calls stay quick while a batch runs.
+    sys.setswitchinterval(0.001)
     service = JobService(settings)
     app = build_server(service)
     with service:

@@ -1,4 +1,4 @@
-"""Helpers shared by the MCP tests: start `dgx-music serve` as a subprocess and connect the official client."""
+"""Helpers for the MCP tests: start `dgx-music serve` as a subprocess, connect the official client."""
 
 from __future__ import annotations
 
@@ -30,7 +30,9 @@ TOKEN = "test-token-0123456789abcdef"
 def server_env(home: Path, checkpoint: Path, **extra: str) -> dict[str, str]:
     """What a client must pass a stdio child: it inherits almost nothing from its parent."""
     env = {key: os.environ[key] for key in ("PATH", "HOME", "LANG") if key in os.environ}
-    env.update(DGX_MUSIC_HOME=str(home), DGX_MUSIC_MODEL=str(checkpoint), DGX_MUSIC_DEVICE="cpu", **extra)
+    env.update(DGX_MUSIC_HOME=str(home), DGX_MUSIC_MODEL=str(checkpoint), DGX_MUSIC_DEVICE="cpu")
+    env["OMP_NUM_THREADS"] = "1"  # CI shares 2 cores between many processes: one thread per server
+    env.update(extra)
     return env
 
 

@@ -132,7 +132,9 @@ def test_exec_start_arguments_parse_with_the_real_cli() -> None:
 
 
 def run_install(root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    environment = {key: value for key, value in os.environ.items() if not key.startswith(("DGX_MUSIC_", "HF_"))}
+    environment = {
+        key: value for key, value in os.environ.items() if not key.startswith(("DGX_MUSIC_", "HF_"))
+    }
     return subprocess.run(
         [str(INSTALL), "--root", str(root), "--no-systemctl", "--venv-from", sys.prefix, *extra],
         capture_output=True,
@@ -150,7 +152,9 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def test_install_into_a_root_creates_everything_then_doctor_passes(tmp_path: Path, tiny_checkpoint: Path) -> None:
+def test_install_into_a_root_creates_everything_then_doctor_passes(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
     root = tmp_path / "root"
     result = run_install(root, "--model", str(tiny_checkpoint))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -238,7 +242,10 @@ def test_torch_build_follows_arch_and_driver(
     if driver_cuda is None and Path("/bin/nvidia-smi").exists():
         pytest.skip("a real nvidia-smi is in /bin")
     result = subprocess.run(
-        ["bash", str(TORCH), "flavour"], capture_output=True, text=True, env=fake_machine(tmp_path, arch, driver_cuda)
+        ["bash", str(TORCH), "flavour"],
+        capture_output=True,
+        text=True,
+        env=fake_machine(tmp_path, arch, driver_cuda),
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == expected, result.stderr
@@ -299,3 +306,73 @@ def test_download_progress_reaches_rich_as_huggingface_hub_drives_it() -> None:
     bar.close()
     (task,) = progress.tasks
     assert (task.description, task.completed, task.total) == ("Downloading bytes", 1000, 1000)
+
+
+# --- justfile -----------------------------------------------------------------------------------------------
+
+JUST = shutil.which("just", path=f"{Path(sys.prefix) / 'bin'}:{os.environ.get('PATH', '')}")
+RECIPES = [
+    "init",
+    "validate-gpu",
+    "test-model",
+    "serve",
+    "generate",
+    "test",
+    "test-unit",
+    "test-integration",
+    "test-coverage",
+    "lint",
+    "format",
+    "typecheck",
+    "quality",
+    "db-init",
+    "db-migrate",
+    "benchmark",
+    "gpu-status",
+    "profile-memory",
+    "deploy-dgx",
+]
+
+
+@pytest.mark.skipif(JUST is None, reason="just not installed (it comes with the test extra: rust-just)")
+def test_justfile_parses_and_has_every_recipe_the_team_uses() -> None:
+    assert JUST is not None
+    listed = subprocess.run(
+        [JUST, "--summary"], capture_output=True, text=True, cwd=REPO, check=True
+    ).stdout.split()
+    aliases = subprocess.run([JUST, "--list"], capture_output=True, text=True, cwd=REPO, check=True).stdout
+    assert [name for name in RECIPES if name not in listed and f"alias: {name}" not in aliases] == []
+
+
+@pytest.mark.skipif(JUST is None, reason="just not installed (it comes with the test extra: rust-just)")
+def test_just_generate_passes_the_prompt_as_one_argument() -> None:
+    assert JUST is not None
+    result = subprocess.run(
+        [JUST, "--dry-run", "generate", "lofi beat, it's warm", "16"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "dgx-music generate 'lofi beat, it'\\''s warm' --duration 16" in result.stderr
+
+
+@pytest.mark.slow  # huggingface_hub retries a refused connection five times with back-off (~25 s)
+def test_pull_without_a_reachable_hub_fails_with_an_actionable_line(tmp_path: Path) -> None:
+    environment = {
+        **{key: value for key, value in os.environ.items() if not key.startswith(("DGX_MUSIC_", "HF_"))},
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_ENDPOINT": "http://127.0.0.1:9",  # the discard port: nothing listens, the connection is refused
+    }
+    result = subprocess.run(
+        [str(Path(sys.prefix) / "bin" / "dgx-music"), "pull", "small"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: downloading facebook/musicgen-small failed")
+    assert "HF_ENDPOINT" in last and "run the same pull again" in last

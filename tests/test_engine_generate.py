@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -9,10 +10,21 @@ import pyloudnorm
 import pytest
 import torch
 
-from engine import GenerationRequest, MusicEngine, reference
+from engine import EngineError, GenerationRequest, MusicEngine, reference
 from engine.audio import postprocess
+from engine.checkpoints import build_random_checkpoint
 
 DURATION = 1.01  # 32,320 samples: not a whole number of 640-sample EnCodec frames
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models gain nothing from intra-op threads, and on a shared, busy CPU OpenMP threads waiting for
+    each other at every op made this module ten times slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +94,7 @@ def test_loudness_off_only_fades_and_limits(mono_reference: MusicEngine, tiny_ch
 
 def test_progress_sees_every_step_once(stereo: MusicEngine) -> None:
     seen: list[tuple[int, list[int]]] = []
-    sampling = {"guidance_scale": 1.0, "top_k": 0, "top_p": 0.9, "temperature": 0.7}
+    sampling = {"guidance_scale": 0.5, "top_k": 0, "top_p": 0.9, "temperature": 0.7}
     stereo.generate(
         [make_request(duration=1.0, **sampling)], on_step=lambda step, totals: seen.append((step, totals))
     )
@@ -106,7 +118,7 @@ def test_reference_rows_run_in_turn_and_do_not_depend_on_position(mono_reference
     assert (mono_reference.backend, mono_reference.max_batch_size) == ("reference", 1)
     seen: list[tuple[int, list[int]]] = []
     cancelled, alone, second = mono_reference.generate(
-        [make_request(seed=1), make_request(seed=3), make_request(seed=2, duration=1.0)],
+        [make_request(seed=1), make_request(seed=3), make_request(seed=2, duration=1.0, guidance_scale=0.0)],
         on_step=lambda step, totals: seen.append((step, totals)),
         is_cancelled=lambda row: row == 0,
     )
@@ -116,3 +128,27 @@ def test_reference_rows_run_in_turn_and_do_not_depend_on_position(mono_reference
     # Rows run one after another: totals[i] is the step at which row i is done.
     assert seen[-1] == (54 + 54 + 53, [54, 108, 161])
     assert [step for step, _ in seen] == list(range(55, 162))
+
+
+@pytest.fixture(scope="module")
+def tiny_melody_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "musicgen-tiny-melody", melody=True)
+
+
+def test_melody_checkpoint_takes_the_reference_path(tiny_melody_checkpoint: Path) -> None:
+    engine = MusicEngine.load(str(tiny_melody_checkpoint), device="cpu", dtype="float32")
+    assert (engine.backend, engine.max_batch_size, engine.audio_channels) == ("reference", 1, 1)
+    steps: list[int] = []
+    [result] = engine.generate([make_request(duration=1.0)], on_step=lambda step, totals: steps.append(step))
+    assert result is not None and result.audio.shape == (1, 32_000)
+    assert result.loudness_lufs == pytest.approx(-14.0, abs=0.5) and result.peak_dbfs <= -1.0
+    assert steps == list(range(1, 54))
+    with pytest.raises(EngineError, match=r"backend 'batched'.*MusicgenMelodyForConditionalGeneration"):
+        MusicEngine.load(str(tiny_melody_checkpoint), device="cpu", backend="batched")
+
+
+def test_unknown_backend_is_rejected(tiny_checkpoint: Path) -> None:
+    with pytest.raises(
+        EngineError, match="backend 'fast' is not supported; use one of auto, batched, reference"
+    ):
+        MusicEngine.load(str(tiny_checkpoint), device="cpu", backend="fast")

@@ -15,13 +15,13 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client
+from mcp_testing import decode_wav, error_text, structured
 from mcp_types import ResourceLink
 
 from ardour_templates.verify import find_tool, inspect_session
 from mcp_server.config import Settings
 from mcp_server.server import build_server
 from mcp_server.service import JobService
-from mcp_testing import decode_wav, error_text, structured
 
 pytestmark = pytest.mark.anyio
 
@@ -134,6 +134,14 @@ async def test_list_history_searches_filters_and_pages(client: Client) -> None:
     assert completed["items"] and all(item["status"] == "completed" for item in completed["items"])
 
 
+async def test_unicode_prompts_round_trip(client: Client) -> None:
+    prompt = "夏祭りの太鼓 🎵 «fête» \u202eRTL\u202c ümlaut"
+    [job] = await generate(client, prompt)
+    assert job["status"] == "completed" and job["prompt"] == prompt
+    found = structured(await client.call_tool("list_history", {"query": "ümlaut"}))
+    assert job["job_id"] in [item["job_id"] for item in found["items"]]
+
+
 async def test_resources_return_the_job_and_its_wav(client: Client) -> None:
     [job] = await generate(client, "warm rhodes chords", loudness_lufs=-20)
     uri = job["audio"]["uri"]
@@ -185,18 +193,12 @@ async def test_four_clients_generate_at_once(service: JobService) -> None:
     assert len({job["audio"]["path"] for job in jobs}) == 4
 
 
-async def test_export_to_ardour_writes_a_session_ardour_loads(client: Client, service: JobService) -> None:
+async def test_export_to_ardour_writes_a_session_ardour_loads(service: JobService) -> None:
     find_tool("lua")  # the test needs Ardour's headless Lua host
-    jobs = await generate(client, "dusty boom bap drums", seed=11, variations=2)
-    result = await client.call_tool(
-        "export_to_ardour",
-        {
-            "job_ids": [job["job_id"] for job in jobs],
-            "session_name": "beat tape",
-            "bpm": 90,
-            "gap_seconds": 0.5,
-        },
-    )
+    async with Client(build_server(service), mode="legacy") as client:
+        jobs = await generate(client, "dusty boom bap drums", seed=11, variations=2)
+        arguments = {"job_ids": [job["job_id"] for job in jobs], "session_name": "beat tape", "bpm": 90}
+        result = await client.call_tool("export_to_ardour", {**arguments, "gap_seconds": 0.5})
     manifest = structured(result)
     session_dir = Path(manifest["session_dir"])
     assert session_dir.parent == service.settings.sessions_dir

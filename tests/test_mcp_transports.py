@@ -1,4 +1,4 @@
-"""`dgx-music serve` as a real subprocess, driven by the official MCP client over stdio, streamable HTTP and SSE.
+"""`dgx-music serve` as a subprocess, driven by the official MCP client over stdio, streamable HTTP and SSE.
 
 These catch what in-process tests cannot: stdout pollution on stdio, start-up errors, HTTP auth and Host
 checks, and crash recovery (SIGKILL mid-generation, restart, the job completes).
@@ -19,7 +19,6 @@ import anyio
 import httpx
 import pytest
 from mcp import Client, StdioServerParameters
-
 from mcp_testing import (
     DGX_MUSIC,
     TOKEN,
@@ -30,6 +29,8 @@ from mcp_testing import (
     sse_transport,
     structured,
 )
+
+from mcp_server.schemas import TERMINAL
 
 pytestmark = pytest.mark.anyio
 
@@ -59,7 +60,7 @@ async def test_stdio_legacy_session_end_to_end(tiny_checkpoint: Path, tmp_path: 
         assert tools["generate_music"].output_schema is not None
         result = await client.call_tool(
             "generate_music",
-            {"prompt": "stdio synthwave", "duration": 2, "seed": 1},
+            {"prompt": "stdio synthwave", "duration": 1, "seed": 1, "wait_seconds": 300},
             progress_callback=on_progress,
         )
         [job] = structured(result)["jobs"]
@@ -69,7 +70,7 @@ async def test_stdio_legacy_session_end_to_end(tiny_checkpoint: Path, tmp_path: 
         as_json = await client.read_resource(f"music://generations/{job['job_id']}")
         assert '"status": "completed"' in as_json.contents[0].text  # type: ignore[union-attr]
         samples, rate = decode_wav((await client.read_resource(job["audio"]["uri"])).contents)
-    assert samples.shape == (2 * rate, job["audio"]["channels"])
+    assert samples.shape == (rate, job["audio"]["channels"])
     assert (tmp_path / "home" / "logs" / "server.log").read_text().count("loaded") >= 1
 
 
@@ -82,7 +83,9 @@ async def test_stdio_modern_session(tiny_checkpoint: Path, tmp_path: Path) -> No
             )
         )["jobs"]
         assert job["status"] == "pending" and job["queue_position"] == 1
-        done = structured(await client.call_tool("job_status", {"job_id": job["job_id"], "wait_seconds": 60}))
+        done = structured(
+            await client.call_tool("job_status", {"job_id": job["job_id"], "wait_seconds": 300})
+        )
     assert done["status"] == "completed"
 
 
@@ -93,7 +96,9 @@ async def test_http_generate_poll_and_read_audio(token_server: str) -> None:
                 "generate_music", {"prompt": "http funk", "duration": 1, "wait_seconds": 0}
             )
         )["jobs"]
-        done = structured(await client.call_tool("job_status", {"job_id": job["job_id"], "wait_seconds": 60}))
+        done = structured(
+            await client.call_tool("job_status", {"job_id": job["job_id"], "wait_seconds": 300})
+        )
         assert done["status"] == "completed"
         samples, rate = decode_wav((await client.read_resource(done["audio"]["uri"])).contents)
     assert samples.shape[0] == rate
@@ -127,38 +132,40 @@ def test_http_keeps_dns_rebinding_protection(token_server: str) -> None:
 
 
 async def test_job_status_latency_under_four_generating_clients(token_server: str) -> None:
-    """p50/p95 of job_status round trips over HTTP while four clients generate (printed for the report)."""
-    latencies: list[float] = []
+    """p50/p95 of job_status round trips over HTTP while four clients generate, and idle for comparison
+    (printed for the report; the bound only catches a blocked event loop)."""
+    busy: list[float] = []
     finished: list[str] = []
+
+    async def timed_status(client: Client, job_id: str, into: list[float]) -> str:
+        started = time.perf_counter()
+        status = structured(await client.call_tool("job_status", {"job_id": job_id}))["status"]
+        into.append(time.perf_counter() - started)
+        return str(status)
 
     async def generating_client(index: int) -> None:
         async with http_client(token_server, TOKEN) as client:
-            [job] = structured(
-                await client.call_tool(
-                    "generate_music",
-                    {"prompt": f"load {index}", "duration": 4, "seed": index, "wait_seconds": 0},
-                )
-            )["jobs"]
-            while True:
-                started = time.perf_counter()
-                status = structured(await client.call_tool("job_status", {"job_id": job["job_id"]}))
-                latencies.append(time.perf_counter() - started)
-                if status["status"] in ("completed", "failed", "cancelled"):
-                    finished.append(status["status"])
-                    return
+            arguments = {"prompt": f"load {index}", "duration": 2, "seed": index, "wait_seconds": 0}
+            [job] = structured(await client.call_tool("generate_music", arguments))["jobs"]
+            while (status := await timed_status(client, job["job_id"], busy)) not in TERMINAL:
                 await anyio.sleep(0.05)
+            finished.append(status)
 
     async with anyio.create_task_group() as group:
         for index in range(4):
             group.start_soon(generating_client, index)
     assert finished == ["completed"] * 4
-    cuts = statistics.quantiles(latencies, n=20)
-    p50, p95 = statistics.median(latencies), cuts[18]
-    print(
-        f"\njob_status over HTTP under 4 generating clients: n={len(latencies)} "
-        f"p50={p50 * 1000:.1f} ms p95={p95 * 1000:.1f} ms max={max(latencies) * 1000:.1f} ms"
-    )
-    assert p95 < 1.0
+
+    idle: list[float] = []
+    async with http_client(token_server, TOKEN) as client:
+        job_id = structured(await client.call_tool("list_history", {"limit": 1}))["items"][0]["job_id"]
+        for _ in range(len(busy)):
+            await timed_status(client, job_id, idle)
+    for label, samples in (("under 4 generating clients", busy), ("idle", idle)):
+        p50, p95 = statistics.median(samples), statistics.quantiles(samples, n=20)[18]
+        print(f"\njob_status over HTTP, {label}: n={len(samples)}", end=" ")
+        print(f"p50={p50 * 1000:.1f} ms p95={p95 * 1000:.1f} ms")
+    assert statistics.quantiles(busy, n=20)[18] < 2.0
 
 
 async def test_sse_transport(tiny_checkpoint: Path, tmp_path: Path) -> None:
@@ -166,7 +173,7 @@ async def test_sse_transport(tiny_checkpoint: Path, tmp_path: Path) -> None:
         async with Client(sse_transport(url), mode="legacy") as client:
             [job] = structured(
                 await client.call_tool(
-                    "generate_music", {"prompt": "sse dub", "duration": 1, "wait_seconds": 60}
+                    "generate_music", {"prompt": "sse dub", "duration": 1, "wait_seconds": 300}
                 )
             )["jobs"]
             samples, rate = decode_wav((await client.read_resource(job["audio"]["uri"])).contents)
@@ -197,7 +204,7 @@ async def test_sigkill_mid_generation_then_restart_completes_the_job(
             [job] = structured(
                 await client.call_tool(
                     "generate_music",
-                    {"prompt": "survives a crash", "duration": 12, "seed": 5, "wait_seconds": 0},
+                    {"prompt": "survives a crash", "duration": 3, "seed": 5, "wait_seconds": 0},
                 )
             )["jobs"]
             running = await _wait_for_progress(client, job["job_id"])
@@ -208,7 +215,7 @@ async def test_sigkill_mid_generation_then_restart_completes_the_job(
     with http_server(home, tiny_checkpoint) as (url, _):
         async with http_client(url) as client:
             done = structured(
-                await client.call_tool("job_status", {"job_id": job["job_id"], "wait_seconds": 120})
+                await client.call_tool("job_status", {"job_id": job["job_id"], "wait_seconds": 300})
             )
             history = structured(await client.call_tool("list_history", {"limit": 100}))
     assert done["status"] == "completed" and done["params"]["seed"] == 5
@@ -217,10 +224,10 @@ async def test_sigkill_mid_generation_then_restart_completes_the_job(
 
 
 async def _wait_for_progress(client: Client, job_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         job = structured(await client.call_tool("job_status", {"job_id": job_id}))
-        if job["status"] == "processing" and job["progress"] > 0.05:
+        if job["status"] == "processing" and job["progress"] > 0:
             return job
         await anyio.sleep(0.05)
     raise AssertionError(f"job {job_id} never made progress: {job}")
