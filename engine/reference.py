@@ -9,6 +9,7 @@ cancelled row.
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 from collections.abc import Callable, Sequence
@@ -105,7 +106,7 @@ def generate_batch(
     progress, and with a single request both are plainly its own steps.
     """
     steps = [decode_steps(model, request.duration) for request in requests]
-    totals = list(np.cumsum(steps).tolist())
+    totals = list(itertools.accumulate(steps))
     results: list[np.ndarray | None] = []
     for row, (request, seed) in enumerate(zip(requests, seeds, strict=True)):
         if is_cancelled is not None and is_cancelled(row):

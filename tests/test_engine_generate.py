@@ -152,3 +152,22 @@ def test_unknown_backend_is_rejected(tiny_checkpoint: Path) -> None:
         EngineError, match="backend 'fast' is not supported; use one of auto, batched, reference"
     ):
         MusicEngine.load(str(tiny_checkpoint), device="cpu", backend="fast")
+
+
+@pytest.mark.parametrize(
+    "sampling",
+    [
+        {"guidance_scale": 0.0},
+        {"guidance_scale": 10.0, "temperature": 2.0, "top_k": 1},
+        {"top_k": 0, "top_p": 1.0, "temperature": 0.01},
+        {"top_k": 2048, "top_p": 0.5},
+    ],
+)
+@pytest.mark.parametrize("backend", ["mono", "mono_reference"])
+def test_parameter_extremes_generate(
+    backend: str, sampling: dict[str, float], request: pytest.FixtureRequest
+) -> None:
+    engine: MusicEngine = request.getfixturevalue(backend)
+    [result] = engine.generate([make_request(duration=1.0, **sampling)])
+    assert result is not None and result.audio.shape == (1, 32_000)
+    assert np.all(np.isfinite(result.audio)) and result.peak_dbfs <= -1.0
