@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import sys
-from types import FrameType
+import threading
 
 import anyio
 import psutil
@@ -34,18 +35,17 @@ def serve(settings: Settings, transport: str = "stdio", host: str = "127.0.0.1",
     app = build_server(service)
     with service:
         if transport == "stdio":
-            signal.signal(signal.SIGTERM, _interrupt)
-            try:
-                anyio.run(app.run_stdio_async)
-            except KeyboardInterrupt:
-                log.info("stopping on a signal")
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, lambda signum, frame: _stop_and_exit(service, signum))
+            anyio.run(app.run_stdio_async)
         else:
             asgi = http_app(app, settings, transport, host)
             log.info("serving MCP over %s on http://%s:%d%s", transport, host, port, _path(transport))
-            server = uvicorn.Server(
-                uvicorn.Config(asgi, host=host, port=port, log_config=None, lifespan="on")
+            # uvicorn stops on SIGINT/SIGTERM itself; long-polls get 5 s to finish before they are cut.
+            config = uvicorn.Config(
+                asgi, host=host, port=port, log_config=None, lifespan="on", timeout_graceful_shutdown=5
             )
-            server.run()
+            uvicorn.Server(config).run()
 
 
 def http_app(app: MCPServer, settings: Settings, transport: str, host: str) -> ASGIApp:
@@ -90,5 +90,18 @@ def _path(transport: str) -> str:
     return "/sse" if transport == "sse" else "/mcp"
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+def _stop_and_exit(service: JobService, signum: int) -> None:
+    """On a signal under stdio: re-queue the running batch, then exit at once.
+
+    Unwinding the event loop instead would hang: the SDK's stdin reader thread stays blocked in a read
+    until the client closes the pipe. The work runs on its own thread so the handler returns at once and
+    never waits on a lock the interrupted main thread may hold.
+    """
+
+    def stop_and_exit() -> None:
+        log.info("stopping on signal %d: the running batch goes back to the queue", signum)
+        service.stop()
+        logging.shutdown()
+        os._exit(0)
+
+    threading.Thread(target=stop_and_exit, name="dgx-music-shutdown").start()

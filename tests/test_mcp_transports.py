@@ -6,6 +6,7 @@ checks, and crash recovery (SIGKILL mid-generation, restart, the job completes).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import statistics
@@ -31,6 +32,7 @@ from mcp_testing import (
 )
 
 from mcp_server.schemas import TERMINAL
+from storage import Store
 
 pytestmark = pytest.mark.anyio
 
@@ -231,3 +233,63 @@ async def _wait_for_progress(client: Client, job_id: str) -> dict[str, Any]:
             return job
         await anyio.sleep(0.05)
     raise AssertionError(f"job {job_id} never made progress: {job}")
+
+
+def test_sigterm_on_stdio_requeues_the_running_job_and_exits(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """Claude Desktop ends its stdio servers with SIGTERM: the job in flight must go back to the queue.
+
+    Raw JSON-RPC lines, so every line the server writes to stdout is also checked to be protocol.
+    """
+    home = tmp_path / "home"
+    process = subprocess.Popen(
+        [DGX_MUSIC, "serve"],
+        env=server_env(home, tiny_checkpoint),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    stdin, stdout = process.stdin, process.stdout
+
+    def call(request_id: int, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        stdin.write(
+            json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}) + "\n"
+        )
+        stdin.flush()
+        while True:
+            message = json.loads(stdout.readline())  # anything but JSON-RPC on stdout fails here
+            if message.get("id") == request_id:
+                return dict(message["result"])
+
+    def tool(request_id: int, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        return dict(
+            call(request_id, "tools/call", {"name": name, "arguments": arguments})["structuredContent"]
+        )
+
+    try:
+        call(
+            1,
+            "initialize",
+            {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"},
+            },
+        )
+        stdin.write(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}) + "\n")
+        [job] = tool(2, "generate_music", {"prompt": "long take", "duration": 30, "wait_seconds": 0})["jobs"]
+        for request_id in range(3, 3000):
+            status = tool(request_id, "job_status", {"job_id": job["job_id"], "wait_seconds": 1})
+            if status["status"] == "processing" and status["progress"] > 0:
+                break
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0 and time.monotonic() - started < 10
+    finally:
+        process.kill()
+        process.wait()
+    store = Store(home)
+    requeued = store.get(job["job_id"])
+    store.close()
+    assert requeued.status == "pending" and requeued.attempts == 1
