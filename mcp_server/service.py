@@ -21,15 +21,18 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import IO, Any, ParamSpec, TypeVar
+from typing import IO, TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import anyio
 from pydantic import ValidationError
 
-from engine import EngineError, GenerationRequest, MusicEngine, resolve_model_id
+from engine import EngineError, GenerationRequest, resolve_model_id
 from mcp_server.config import Settings, describe_validation_error
 from mcp_server.schemas import TERMINAL, Job, job_from_generation
 from storage import Generation, IllegalTransition, NotFound, StorageError, Store
+
+if TYPE_CHECKING:  # torch and transformers load in the worker, so `initialize` is answered at once
+    from engine import MusicEngine
 
 log = logging.getLogger(__name__)
 
@@ -312,6 +315,8 @@ class JobService:
         self._engine, self._engine_model = None, None
         self.worker_state = f"loading {model_id}"
         log.info("loading %s", model_id)
+        from engine import MusicEngine
+
         try:
             engine = MusicEngine.load(model_id, device=self.settings.device, dtype=self.settings.dtype)
         except EngineError as exc:

@@ -1,4 +1,4 @@
-"""Fixtures shared by the whole suite: tiny random MusicGen checkpoints in the hub layout, a data directory."""
+"""Shared fixtures: tiny random MusicGen checkpoints in the hub layout, an empty data directory."""
 
 from __future__ import annotations
 
