@@ -39,7 +39,7 @@ CRASH_LOG_MARKS = ("raised an unexpected exception", "Traceback (most recent cal
 
 @dataclass
 class Server:
-    """One `dgx-music serve --transport http` child on a loopback port."""
+    """One `dgx-music serve --transport http|sse` child on a loopback port."""
 
     url: str
     process: subprocess.Popen[bytes]
@@ -72,6 +72,7 @@ def serve_http(
     token: str | None = None,
     preexec: Callable[[], None] | None = None,
     settings: Mapping[str, str] | None = None,
+    transport: str = "http",
 ) -> Iterator[Server]:
     """Start the server (``settings`` as DGX_MUSIC_* variables, e.g. {"MAX_QUEUE": "2"}) and stop it after.
 
@@ -87,7 +88,7 @@ def serve_http(
     log_path = home.parent / f"{home.name}-server.log"
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [DGX_MUSIC, "serve", "--transport", "http", "--port", str(port)],
+            [DGX_MUSIC, "serve", "--transport", transport, "--port", str(port)],
             env=env,
             stdout=log,
             stderr=log,

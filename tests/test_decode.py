@@ -89,12 +89,12 @@ def test_greedy_codes_and_audio_equal_transformers_generate(
 def test_batch_composition_changes_no_request(mono: loading.LoadedModel) -> None:
     requests = [
         GenerationRequest(
-            prompt="epic orchestral trailer with brass", duration=1.5, temperature=0.8, top_k=50
+            prompt="epic orchestral trailer with brass", duration=1.2, temperature=0.8, top_k=50
         ),
         GenerationRequest(prompt="warm piano", duration=1.0),
         GenerationRequest(
             prompt="dark techno kick drum, 128 bpm, industrial",
-            duration=2.0,
+            duration=1.5,
             temperature=1.3,
             top_k=0,
             top_p=0.9,
@@ -131,7 +131,7 @@ def test_progress_reports_every_step_with_each_rows_total(stereo: loading.Loaded
 
 
 def test_cancelled_row_stops_and_leaves_the_others_alone(mono: loading.LoadedModel) -> None:
-    long = GenerationRequest(prompt="ambient synth pad", duration=2.0)
+    long = GenerationRequest(prompt="ambient synth pad", duration=1.5)
     short = GenerationRequest(prompt="chiptune melody", duration=1.0)
     steps_seen: list[int] = []
     cancel_after = 10

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,8 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp import Client, MCPError, StdioServerParameters
+from mcp.client.client import ConnectMode
+from mcp.shared.dispatcher import ProgressFnT
 from mcp_testing import DGX_MUSIC, server_env, structured
 from pydantic import BaseModel
 from reliability_helpers import RawStdio, crash_lines, crash_records, is_crash, snapshot_tree, tool_text
@@ -210,21 +212,30 @@ resource_uris = st.tuples(
 @dataclass
 class Session:
     portal: BlockingPortal
-    client: Client
+    clients: list[Client]  # one per protocol mode; each case picks one
     home: Path
     known: Known
     tally: Counter[str] = field(default_factory=Counter)
 
+    @property
+    def client(self) -> Client:
+        return self.clients[0]
+
 
 @contextmanager
-def open_session(server: Any, home: Path) -> Iterator[Session]:
-    """A client session on ``server`` (an MCPServer or StdioServerParameters) whose event loop lives in a
-    portal thread, so hypothesis can drive it from plain (sync) test functions; one completed job in it."""
-    with start_blocking_portal() as portal, portal.wrap_async_context_manager(Client(server)) as client:
+def open_session(server: Any, home: Path, modes: tuple[ConnectMode, ...] = ("auto",)) -> Iterator[Session]:
+    """Client sessions on ``server`` (an MCPServer or StdioServerParameters), one per protocol mode, whose
+    event loop lives in a portal thread so hypothesis can drive them from plain (sync) test functions; one
+    completed job to start with."""
+    with start_blocking_portal() as portal, ExitStack() as stack:
+        clients = [
+            stack.enter_context(portal.wrap_async_context_manager(Client(server, mode=mode)))
+            for mode in modes
+        ]
         arguments = {"prompt": "fuzz seed clip", "duration": 1, "wait_seconds": 120}
-        [job] = structured(portal.call(client.call_tool, "generate_music", arguments))["jobs"]
+        [job] = structured(portal.call(clients[0].call_tool, "generate_music", arguments))["jobs"]
         assert job["status"] == "completed", job
-        yield Session(portal, client, home, Known(completed=job["job_id"]))
+        yield Session(portal, clients, home, Known(completed=job["job_id"]))
 
 
 @pytest.fixture(scope="module")
@@ -234,17 +245,29 @@ def session(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     config = Settings.load({}, home=home, model=str(tiny_checkpoint), device="cpu", max_queue=MAX_QUEUE)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HF_HUB_OFFLINE", "1")  # fuzzed model names must never reach for the network
-        with JobService(config) as service, open_session(build_server(service), home) as opened:
+        with (
+            JobService(config) as service,
+            open_session(build_server(service), home, ("auto", "legacy")) as opened,
+        ):
             yield opened
 
 
-async def fuzz_call(session: Session, tool: str, arguments: dict[str, Any]) -> None:
+async def fuzz_call(
+    session: Session, client: Client, tool: str, arguments: dict[str, Any], with_progress: bool
+) -> None:
     arguments = {name: session.known.resolve(value) for name, value in arguments.items()}
     if tool == "generate_music":
         arguments = {**arguments, "wait_seconds": 0}
+    seen: list[float] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(progress)
+
+    callback: ProgressFnT | None = on_progress if with_progress else None
     with anyio.fail_after(CALL_TIMEOUT):
-        result = await session.client.call_tool(tool, arguments)
+        result = await client.call_tool(tool, arguments, progress_callback=callback)
     assert not is_crash(result, tool), (tool, arguments, tool_text(result))
+    assert seen == sorted(seen), f"progress went backwards: {seen}"
     if result.is_error:
         assert tool_text(result).strip(), "a tool error must say what is wrong"
         session.tally[f"{tool} error"] += 1
@@ -262,11 +285,11 @@ async def fuzz_call(session: Session, tool: str, arguments: dict[str, Any]) -> N
         assert Path(manifest.session_dir).resolve().parent == (session.home / "sessions").resolve()
 
 
-async def fuzz_read(session: Session, job_id: KnownId | str, suffix: str) -> None:
+async def fuzz_read(session: Session, client: Client, job_id: KnownId | str, suffix: str) -> None:
     uri = f"music://generations/{session.known.resolve(job_id)}{suffix}"
     try:
         with anyio.fail_after(CALL_TIMEOUT):
-            result = await session.client.read_resource(uri, cache_mode="bypass")
+            result = await client.read_resource(uri, cache_mode="bypass")
     except MCPError as exc:  # a JSON-RPC error is the resource equivalent of a tool error
         assert exc.error.message.strip(), uri
         session.tally["resource error"] += 1
@@ -283,7 +306,7 @@ async def still_serving(session: Session) -> None:
 
 def run_fuzz(session: Session, cases: int) -> None:
     before = outside_tree(session.home)
-    cases_before = sum(session.tally.values())
+    tally_before = session.tally.copy()
 
     @settings(
         max_examples=cases,
@@ -294,20 +317,22 @@ def run_fuzz(session: Session, cases: int) -> None:
     )
     @given(data=st.data())
     def case(data: st.DataObject) -> None:
+        client = data.draw(st.sampled_from(session.clients))
         with crash_records() as crashes:
             if data.draw(st.integers(0, 5)) == 0:
-                session.portal.call(fuzz_read, session, *data.draw(resource_uris))
+                session.portal.call(fuzz_read, session, client, *data.draw(resource_uris))
             else:
                 tool, arguments = data.draw(tool_calls())
-                session.portal.call(fuzz_call, session, tool, arguments)
+                session.portal.call(fuzz_call, session, client, tool, arguments, data.draw(st.booleans()))
             session.portal.call(still_serving, session)
         assert not crashes.messages(), crashes.messages()
 
     case()
-    ran = sum(session.tally.values()) - cases_before
+    outcomes = session.tally - tally_before
+    ran = sum(outcomes.values())
     assert ran >= cases * 0.9, f"only {ran} of {cases} cases ran"
     assert outside_tree(session.home) == before, "fuzzing changed files next to the data directory"
-    print(f"fuzz cases run: {ran}; outcomes {dict(session.tally)}")
+    print(f"fuzz cases run: {ran}; outcomes {dict(outcomes)}")
 
 
 def outside_tree(home: Path) -> dict[str, tuple[int, int]]:

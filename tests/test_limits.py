@@ -129,11 +129,6 @@ def test_a_full_disk_fails_the_job_and_the_server_keeps_serving(full_disk: FullD
     assert sorted(row.status for row in rows.values()) == ["completed", "failed"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="on ENOSPC/EFBIG the job error is only 'could not store the result: OSError: [Errno 27] File too "
-    "large': it names neither the directory nor what to do (mcp_server/service.py JobService._finish)",
-)
 def test_a_full_disk_error_says_where_and_what_to_do(full_disk: FullDisk) -> None:
     error = full_disk.big["error"]
     assert str(full_disk.home / "outputs") in error and "free" in error, error
@@ -160,6 +155,22 @@ async def test_a_full_queue_is_a_clear_error_and_stores_nothing(
         await wait_for_status(client, running["job_id"], {"cancelled"})
         assert (await generate(client, wait=0))["status"] in ("pending", "processing", "completed")
     check_completed(data_home)
+
+
+@pytest.mark.anyio
+@pytest.mark.xfail(
+    strict=True,
+    reason="with an empty queue, variations above DGX_MUSIC_MAX_QUEUE is refused as 'the queue is full "
+    "(0 pending ...)', which does not name variations (mcp_server/service.py JobService._create)",
+)
+async def test_more_variations_than_the_queue_holds_names_variations(
+    tiny_checkpoint: Path, data_home: Path
+) -> None:
+    async with in_process(data_home, tiny_checkpoint, max_queue=3) as (_, client):
+        result = await client.call_tool(
+            "generate_music", {"prompt": "four takes", "duration": 1, "variations": 4}
+        )
+    assert "variations" in error_text(result), error_text(result)
 
 
 @pytest.mark.anyio

@@ -146,3 +146,31 @@ def test_three_sigkill_rounds_lose_nothing(tiny_checkpoint: Path, data_home: Pat
 @pytest.mark.slow
 def test_twenty_sigkill_rounds_lose_nothing(tiny_checkpoint: Path, data_home: Path) -> None:
     crash_rounds(data_home, tiny_checkpoint, rounds=20)
+
+
+def worker_pid(home: Path) -> int | None:
+    """The pid written into worker.lock by the process that holds it (None before anyone does)."""
+    text = (home / "worker.lock").read_text().strip() if (home / "worker.lock").exists() else ""
+    return int(text) if text else None
+
+
+@pytest.mark.slow
+def test_a_standby_server_takes_over_when_the_worker_process_is_killed(
+    tiny_checkpoint: Path, data_home: Path
+) -> None:
+    """Two servers on one data directory (Claude Desktop sometimes starts two): the one holding the worker
+    lock is killed mid-decode, and the standby recovers its jobs and finishes them, without a restart."""
+    with serve_http(data_home, tiny_checkpoint, settings=SETTINGS) as first:
+        assert watch(lambda: worker_pid(data_home) == first.process.pid, seconds=60)
+        with serve_http(data_home, tiny_checkpoint, settings=SETTINGS) as standby:
+            queued = anyio.run(queue_jobs, standby, 0)
+            assert watch(lambda: any_processing(data_home), seconds=60)
+            first.kill()
+            deadline = time.monotonic() + DRAIN_SECONDS
+            while any(row.status not in TERMINAL for row in read_rows(data_home).values()):
+                assert time.monotonic() < deadline, "the standby did not finish the queue"
+                time.sleep(0.2)
+            assert worker_pid(data_home) == standby.process.pid
+    rows = check_consistent(data_home)
+    assert sorted(rows) == sorted(queued)
+    assert {row.status for row in rows.values()} == {"completed"}, rows
