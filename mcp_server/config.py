@@ -6,6 +6,7 @@ whose message names the variable, what it allows and what was given.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -102,7 +103,14 @@ def _short(value: object, limit: int = 60) -> str:
 
 
 def is_loopback(host: str) -> bool:
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
+    """Only literal loopback addresses and ``localhost``: a DNS name such as ``127.x.example`` can resolve
+    anywhere, so it counts as reachable from other machines."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def check_http_exposure(token: str | None, host: str) -> None:

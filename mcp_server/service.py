@@ -27,6 +27,7 @@ import anyio
 from pydantic import ValidationError
 
 from engine import EngineError, GenerationRequest, resolve_model_id
+from engine.models import looks_like_path
 from mcp_server.config import Settings, describe_validation_error
 from mcp_server.schemas import TERMINAL, Job, job_from_generation
 from storage import Generation, IllegalTransition, NotFound, StorageError, Store
@@ -149,11 +150,22 @@ class JobService:
     async def submit(self, requests: list[GenerationRequest], model: str | None = None) -> list[Job]:
         """Queue one job per request; they are ``pending`` when this returns."""
         model_id = resolve_model_id(model) if model else self.default_model
+        if model_id != self.default_model and looks_like_path(model_id):
+            # A client must not make the server open arbitrary files (or probe which paths exist).
+            raise ServiceError(
+                "model: local paths are not accepted from clients; give an alias (small, medium, large, "
+                "melody, stereo-small, ...) or a hub id, or start the server with DGX_MUSIC_MODEL=<path>"
+            )
         generations = await _in_thread(self._create, requests, model_id)
         self._wake.set()
         return [await self.job(generation.id) for generation in generations]
 
     def _create(self, requests: list[GenerationRequest], model_id: str) -> list[Generation]:
+        if len(requests) > self.settings.max_queue:
+            raise ServiceError(
+                f"variations: {len(requests)} is more than the queue holds "
+                f"({self.settings.max_queue}, set by DGX_MUSIC_MAX_QUEUE); ask for fewer variations"
+            )
         pending = self.store.count("pending")
         if pending + len(requests) > self.settings.max_queue:
             raise ServiceError(

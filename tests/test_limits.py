@@ -158,11 +158,6 @@ async def test_a_full_queue_is_a_clear_error_and_stores_nothing(
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    reason="with an empty queue, variations above DGX_MUSIC_MAX_QUEUE is refused as 'the queue is full "
-    "(0 pending ...)', which does not name variations (mcp_server/service.py JobService._create)",
-)
 async def test_more_variations_than_the_queue_holds_names_variations(
     tiny_checkpoint: Path, data_home: Path
 ) -> None:

@@ -81,11 +81,6 @@ def test_loopback_addresses_need_no_token(host: str) -> None:
     check_http_exposure(None, host)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mcp_server/config.py is_loopback() trusts any host that starts with '127.', so a DNS name such "
-    "as 127.evil.example (which may resolve to a LAN address) binds without a token",
-)
 @pytest.mark.parametrize("host", ["127.evil.example", "127.0.0.1.nip.io"])
 def test_a_hostname_that_merely_starts_with_127_needs_a_token(host: str) -> None:
     with pytest.raises(ConfigError, match="DGX_MUSIC_TOKEN"):
@@ -275,6 +270,27 @@ async def test_ids_and_uris_cannot_reach_outside(tiny_checkpoint: Path, tmp_path
                 assert "secret" not in refused.value.error.message
         assert outside(home) == before
         assert not (home / "sessions").exists() or not any((home / "sessions").iterdir())
+
+
+@pytest.mark.anyio
+async def test_clients_cannot_point_the_model_at_local_paths(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """Only the operator (DGX_MUSIC_MODEL) names a checkpoint directory; a client gets aliases and hub ids."""
+    home = tmp_path / "home"
+    other_checkpoint = tmp_path / "other"
+    other_checkpoint.symlink_to(tiny_checkpoint)
+    async with in_process(home, tiny_checkpoint) as (_, client):
+        for model in [str(other_checkpoint), "/etc", "../../etc", "~/.ssh", "./x"]:
+            result = await client.call_tool(
+                "generate_music", {"prompt": "p", "model": model, "wait_seconds": 0}
+            )
+            assert result.is_error and not is_crash(result, "generate_music"), (model, tool_text(result))
+            assert "model: local paths are not accepted" in tool_text(result), tool_text(result)
+        configured = await client.call_tool(
+            "generate_music", {"prompt": "p", "duration": 1, "model": str(tiny_checkpoint), "wait_seconds": 0}
+        )
+        assert not configured.is_error, tool_text(configured)
+        history = structured(await client.call_tool("list_history", {"limit": 100}))["items"]
+        assert [job["model"] for job in history] == [str(tiny_checkpoint)]
 
 
 @pytest.mark.anyio
