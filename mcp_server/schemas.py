@@ -59,8 +59,9 @@ ModelName = Annotated[
     Field(
         min_length=1,
         max_length=500,
-        description="Model alias (small, medium, large, stereo-small, ...), hub id or local path; "
-        "null = the server's default. A model other than the loaded one is loaded first (slow).",
+        description="Model alias (small, medium, large, stereo-small, ...) or hub id; null = the server's "
+        "default (which may be a local checkpoint the operator configured). A model other than the "
+        "loaded one is loaded first (slow).",
     ),
 ]
 WaitSeconds = Annotated[
