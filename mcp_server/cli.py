@@ -18,7 +18,6 @@ import anyio
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from mcp_server.config import ConfigError, Settings, check_http_exposure
 from mcp_server.logs import setup_logging
@@ -228,7 +227,10 @@ def history(
     status: Annotated[
         str | None, typer.Option(help="pending, processing, completed, failed or cancelled.")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=100, help="Rows to show, 1-100.")] = 20,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=100, help="Entries to show, 1-100.")] = 20,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="The jobs as JSON, as job_status returns them.")
+    ] = False,
     home: Home = None,
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -240,25 +242,32 @@ def history(
     with user_errors():
         service = JobService(settings)
         jobs, _ = anyio.run(service.history, query, status, limit, None)
-    table = Table(box=None, header_style="bold")
-    for column in ("id", "created (UTC)", "status", "secs", "seed"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("prompt", overflow="fold", ratio=2)
-    table.add_column("file / error", overflow="fold", ratio=1)
-    for job in jobs:
-        table.add_row(
-            job.job_id[:8],
-            job.created_at.strftime("%Y-%m-%d %H:%M"),
-            job.status,
-            f"{job.params.duration:g}",
-            "" if job.params.seed is None else str(job.params.seed),
-            job.prompt,
-            job.audio.path if job.audio else (job.error or ""),
-        )
+    if as_json:
+        out.print_json(data=[job.model_dump(mode="json") for job in jobs])
+        return
     if not jobs:
         err.print("no generations match" if query or status else "no generations yet")
         return
-    out.print(table)
+    for job in jobs:
+        out.print(_history_entry(job), highlight=False, markup=False, soft_wrap=True)
+
+
+def _history_entry(job: Job) -> str:
+    """One job as a short block: a header line, the prompt, then the file (or the error)."""
+    seed = "" if job.params.seed is None else f"  seed {job.params.seed}"
+    header = (
+        f"{job.job_id[:8]}  {job.created_at:%Y-%m-%d %H:%M}  {job.status}  "
+        f"{job.params.duration:g} s{seed}  {Path(job.model).name}"
+    )
+    if job.audio is not None:
+        loudness = "" if job.audio.loudness_lufs is None else f"  {job.audio.loudness_lufs:.1f} LUFS"
+        detail = f"{job.audio.path}{loudness}"
+    else:
+        detail = f"error: {job.error}" if job.error else ""
+    return (
+        "\n".join(line for line in (header, f"  {job.prompt}", f"  {detail}" if detail else "") if line)
+        + "\n"
+    )
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +48,8 @@ def test_generate_keeps_the_take_in_the_history_and_copies_it(run: Run, tmp_path
     assert listed.exit_code == 0 and "gentle piano arpeggio" in listed.stdout and "completed" in listed.stdout
     assert "no generations match" in run("history", "trombone").stderr
     assert "gentle piano" in run("history", "--status", "completed", "--limit", "1").stdout
+    [job] = json.loads(run("history", "--json").stdout)
+    assert job["status"] == "completed" and job["params"]["seed"] == 3 and job["audio"]["duration_s"] == 1.0
 
 
 @pytest.mark.parametrize(
