@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
+# Tests run servers as subprocesses beside the test process on a 2-core machine: with OpenMP's default of one
+# spinning thread per core, two torch processes starve each other (seconds per decode step instead of
+# milliseconds). One thread per process keeps every test's timing sane; subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 from pathlib import Path
 
 import pytest
