@@ -10,6 +10,7 @@ and load them through the very code path a real checkpoint takes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -72,76 +73,63 @@ def _train_tokenizer(vocab_size: int) -> T5Tokenizer:
     )
 
 
+@dataclass(frozen=True)
+class _Dimensions:
+    text_width: int
+    text_ff: int
+    text_layers: int
+    text_heads: int
+    codec_width: int
+    codec_filters: int
+    codec_lstm_layers: int
+    decoder_width: int
+    decoder_ff: int
+    decoder_layers: int
+    decoder_heads: int
+
+
+_SIZES: dict[Size, _Dimensions] = {
+    "tiny": _Dimensions(32, 64, 2, 2, 16, 4, 1, 32, 64, 2, 2),
+    # The published facebook/musicgen-small configuration (stereo-small doubles the codebooks).
+    "small": _Dimensions(768, 3072, 12, 12, 128, 64, 2, 1024, 4096, 24, 16),
+}
+
+
 def _configs(size: Size, stereo: bool, text_vocab: int, melody: bool) -> PreTrainedConfig:
+    dims = _SIZES[size]
     channels = 2 if stereo else 1
-    decoder_class = MusicgenMelodyDecoderConfig if melody else MusicgenDecoderConfig
-    if size == "tiny":
-        text = T5Config(
-            vocab_size=text_vocab,
-            d_model=32,
-            d_kv=16,
-            d_ff=64,
-            num_layers=2,
-            num_heads=2,
-            pad_token_id=0,
-            eos_token_id=1,
-        )
-        audio = EncodecConfig(
-            sampling_rate=SAMPLE_RATE,
-            audio_channels=1,
-            codebook_size=CODEBOOK_SIZE,
-            target_bandwidths=[2.2],
-            upsampling_ratios=[8, 5, 4, 4],
-            hidden_size=16,
-            num_filters=4,
-            num_lstm_layers=1,
-            use_causal_conv=False,
-            use_conv_shortcut=False,
-        )
-        decoder = decoder_class(
-            vocab_size=CODEBOOK_SIZE,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            ffn_dim=64,
-            num_codebooks=4 * channels,
-            audio_channels=channels,
-            max_position_embeddings=2048,
-        )
-    else:
-        # The published facebook/musicgen-small configuration (stereo-small doubles the codebooks).
-        text = T5Config(
-            vocab_size=text_vocab,
-            d_model=768,
-            d_kv=64,
-            d_ff=3072,
-            num_layers=12,
-            num_heads=12,
-            pad_token_id=0,
-            eos_token_id=1,
-        )
-        audio = EncodecConfig(
-            sampling_rate=SAMPLE_RATE,
-            audio_channels=1,
-            codebook_size=CODEBOOK_SIZE,
-            target_bandwidths=[2.2],
-            upsampling_ratios=[8, 5, 4, 4],
-            hidden_size=128,
-            num_filters=64,
-            num_lstm_layers=2,
-            use_causal_conv=False,
-            use_conv_shortcut=False,
-        )
-        decoder = decoder_class(
-            vocab_size=CODEBOOK_SIZE,
-            hidden_size=1024,
-            num_hidden_layers=24,
-            num_attention_heads=16,
-            ffn_dim=4096,
-            num_codebooks=4 * channels,
-            audio_channels=channels,
-            max_position_embeddings=2048,
-        )
+    text = T5Config(
+        vocab_size=text_vocab,
+        d_model=dims.text_width,
+        d_kv=dims.text_width // dims.text_heads,
+        d_ff=dims.text_ff,
+        num_layers=dims.text_layers,
+        num_heads=dims.text_heads,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    audio = EncodecConfig(
+        sampling_rate=SAMPLE_RATE,
+        audio_channels=1,  # stereo checkpoints decode each channel's codebooks with the mono codec
+        codebook_size=CODEBOOK_SIZE,
+        target_bandwidths=[2.2],
+        upsampling_ratios=[8, 5, 4, 4],  # 640 samples per frame: 50 frames/s at 32 kHz
+        hidden_size=dims.codec_width,
+        num_filters=dims.codec_filters,
+        num_lstm_layers=dims.codec_lstm_layers,
+        use_causal_conv=False,
+        use_conv_shortcut=False,
+    )
+    decoder = (MusicgenMelodyDecoderConfig if melody else MusicgenDecoderConfig)(
+        vocab_size=CODEBOOK_SIZE,
+        hidden_size=dims.decoder_width,
+        num_hidden_layers=dims.decoder_layers,
+        num_attention_heads=dims.decoder_heads,
+        ffn_dim=dims.decoder_ff,
+        num_codebooks=4 * channels,
+        audio_channels=channels,
+        max_position_embeddings=2048,
+    )
     decoder.pad_token_id = decoder.bos_token_id = CODEBOOK_SIZE
     config = (MusicgenMelodyConfig if melody else MusicgenConfig)(
         text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict()
