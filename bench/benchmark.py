@@ -139,6 +139,7 @@ def measure(
     requests: Sequence[GenerationRequest],
     device: torch.device,
     baseline: Result | None,
+    dtype: torch.dtype,
 ) -> Result:
     model, processor = loaded
     stamps: list[float] = []
@@ -167,7 +168,7 @@ def measure(
     return Result(
         scenario=scenario,
         requests=len(requests),
-        dtype=loading.dtype_name(model.decoder.dtype),
+        dtype=loading.dtype_name(dtype),
         audio_seconds=audio_seconds,
         wall_seconds=round(wall, 3),
         decode_steps=len(stamps),
@@ -194,12 +195,13 @@ def requests_of(count: int, duration: float) -> list[GenerationRequest]:
 def run(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     checkpoint = resolve_checkpoint(args, scratch)
     device = loading.select_device(args.device)
-    engine_dtype = loading.select_dtype(device, args.dtype)
+    # Each --dtype is measured in turn against the same baseline; none given = the engine's own choice.
+    engine_dtypes = [loading.select_dtype(device, name) for name in args.dtype or [None]]
     meta = {
         "checkpoint": str(checkpoint),
         "device": str(device),
         "baseline_dtype": "float32",
-        "engine_dtype": loading.dtype_name(engine_dtype),
+        "engine_dtypes": [loading.dtype_name(dtype) for dtype in engine_dtypes],
         "duration_s": args.duration,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
@@ -223,6 +225,7 @@ def run(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
         requests_of(args.baseline_requests, args.duration),
         device,
         None,
+        torch.float32,
     )
     results = [baseline]
     print_row(baseline, header=True)
@@ -231,21 +234,25 @@ def run(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     if device.type == "cuda":
         torch.cuda.empty_cache()
 
-    # (2) and (3): the engine's own loader and dtype choice, the batching decode loop.
-    loaded = loading.load(str(checkpoint), device, engine_dtype)
-    warm_up(loaded.model, loaded.processor, device)
-    for count in [1, *args.batches]:
-        name = "engine 1 request" if count == 1 else f"engine {count} concurrent"
-        result = measure(
-            name,
-            decode.generate_batch,
-            (loaded.model, loaded.processor),
-            requests_of(count, args.duration),
-            device,
-            baseline,
-        )
-        results.append(result)
-        print_row(result)
+    # (2) and (3): the engine's own loader, the batching decode loop, in each dtype asked for.
+    for engine_dtype in engine_dtypes:
+        loaded = loading.load(str(checkpoint), device, engine_dtype)
+        warm_up(loaded.model, loaded.processor, device)
+        for count in [1, *args.batches]:
+            name = "engine 1 request" if count == 1 else f"engine {count} concurrent"
+            result = measure(
+                name,
+                decode.generate_batch,
+                (loaded.model, loaded.processor),
+                requests_of(count, args.duration),
+                device,
+                baseline,
+                engine_dtype,
+            )
+            results.append(result)
+            print_row(result)
+        del loaded
+        gc.collect()
     meta["load_average_at_end"] = [round(value, 2) for value in os.getloadavg()]
     return {"meta": meta, "results": [asdict(result) for result in results]}
 
@@ -316,8 +323,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: the engine's choice)")
     parser.add_argument(
         "--dtype",
+        action="append",
         choices=sorted(loading.DTYPES),
-        help="the engine's dtype (default: the engine's choice for the device)",
+        help="the engine's dtype; repeat to measure several side by side (default: the engine's choice)",
     )
     args = parser.parse_args(argv)
     args.duration = args.duration or (1.0 if args.tiny else 2.0)

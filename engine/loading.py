@@ -6,6 +6,7 @@ import logging
 import os
 import platform
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,14 @@ from engine.models import looks_like_path
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+DTYPES = {
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "float32": torch.float32,
+    # CPU only, opt-in: the decoder's linear layers as int8 weights (per output channel) with dynamically
+    # quantised activations (fbgemm); everything else fp32. See ``quantize_decoder_int8``.
+    "int8": torch.qint8,
+}
 
 
 @dataclass(frozen=True)
@@ -129,6 +137,8 @@ def load(model_id: str, device: torch.device, dtype: torch.dtype) -> LoadedModel
         MusicgenMelodyForConditionalGeneration,
     )
 
+    if dtype == torch.qint8 and device.type != "cpu":
+        raise EngineError("dtype 'int8' is for CPUs (fbgemm kernels); on a GPU use bfloat16 or float32")
     _quiet_libraries()
     if looks_like_path(model_id) and not (Path(model_id).expanduser() / "config.json").is_file():
         raise _not_available(model_id, "config.json missing")
@@ -149,7 +159,9 @@ def load(model_id: str, device: torch.device, dtype: torch.dtype) -> LoadedModel
                 f"model {model_id!r} is a {config.model_type!r} checkpoint, not MusicGen; "
                 "use facebook/musicgen-small or another MusicGen checkpoint"
             )
-        model = model_class.from_pretrained(source, dtype=dtype, **options)
+        model = model_class.from_pretrained(
+            source, dtype=torch.float32 if dtype == torch.qint8 else dtype, **options
+        )
         processor = _load_processor(source, model_class is MusicgenMelodyForConditionalGeneration, options)
     except (OSError, ValueError) as error:
         # transformers reports a missing file, an unknown repo and "offline, not cached" all as OSError
@@ -158,6 +170,8 @@ def load(model_id: str, device: torch.device, dtype: torch.dtype) -> LoadedModel
             raise
         raise _not_available(model_id, _first_line(error)) from error
     keep_codec_fp32(model)
+    if dtype == torch.qint8:
+        quantize_decoder_int8(model)
     model.to(device).eval()
     return LoadedModel(
         model_id=model_id,
@@ -193,6 +207,29 @@ def keep_codec_fp32(model: Any) -> None:
     per second of audio, so the final waveform keeps full precision.
     """
     model.audio_encoder.to(torch.float32)
+
+
+def quantize_decoder_int8(model: Any) -> None:
+    """Swap the decoder's linear layers for int8 ones: weights quantised per output channel once, activations
+    per call.
+
+    Decoding reads every decoder weight at every step, so on a CPU the step costs what moving the weights
+    costs: int8 moves a quarter of fp32's bytes, and fbgemm's kernels (unlike bf16 matmuls on CPUs without
+    native bf16) keep that advantage at every batch size. It changes the numbers the model computes, so it is
+    never chosen automatically; its effect on the sound of real checkpoints has not been measured here
+    (no real weights can be downloaded in this project's CI).
+    """
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    model.eval()
+    # torch.ao's eager quantisation is deprecated in favour of torchao, but it is what ships in torch itself
+    # and its fbgemm kernels are the fast CPU path; moving to torchao is a dependency decision for later.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+        quantize_dynamic(
+            model.decoder, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True
+        )
 
 
 def _is_hub_error(error: Exception) -> bool:

@@ -39,7 +39,7 @@ class Settings(BaseModel):
         "facebook/musicgen-small", min_length=1, description="Default model (alias, hub id, path)."
     )
     device: str | None = Field(None, description="cuda, cuda:N or cpu; unset = CUDA when available.")
-    dtype: Literal["bfloat16", "float16", "float32"] | None = None
+    dtype: Literal["bfloat16", "float16", "float32", "int8"] | None = None
     token: str | None = Field(
         None, repr=False, min_length=16, description="Bearer token for HTTP transports."
     )

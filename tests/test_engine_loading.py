@@ -82,3 +82,31 @@ def test_load_reports_facts_and_prints_nothing(
     assert (engine.sample_rate, engine.audio_channels, engine.frame_rate) == (32_000, 2, 50)
     assert engine.load_seconds > 0 and engine.memory_bytes > 0
     assert engine.max_batch_size >= 1
+
+
+def test_int8_quantises_only_the_decoder_and_still_generates(tiny_checkpoint: Path) -> None:
+    from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
+
+    from engine import GenerationRequest
+
+    engine = MusicEngine.load(str(tiny_checkpoint), device="cpu", dtype="int8")
+    assert engine.dtype == "int8" and engine.backend == "batched"
+    model = engine._loaded.model
+    decoder_linears = [m for m in model.decoder.modules() if isinstance(m, torch.nn.Linear | Int8Linear)]
+    assert decoder_linears and all(isinstance(m, Int8Linear) for m in decoder_linears)
+    assert not any(isinstance(m, Int8Linear) for m in model.text_encoder.modules())
+    assert next(model.audio_encoder.parameters()).dtype == torch.float32
+
+    request = GenerationRequest(prompt="lofi piano", duration=1.5, seed=11)
+    first, again = engine.generate([request]), engine.generate([request])
+    assert first[0] is not None and again[0] is not None
+    assert first[0].audio.shape == (1, 48_000)
+    assert abs(first[0].audio).max() > 0 and torch.equal(
+        torch.from_numpy(first[0].audio), torch.from_numpy(again[0].audio)
+    )
+    assert first[0].loudness_lufs is not None and abs(first[0].loudness_lufs + 14) < 0.5
+
+
+def test_int8_is_refused_off_the_cpu() -> None:
+    with pytest.raises(EngineError, match=r"int8.*CPU"):
+        loading.load("unused", torch.device("meta"), torch.qint8)
