@@ -198,7 +198,7 @@ async def _run_job(
     service: JobService, requests: list[GenerationRequest], model: str | None, bar: Progress
 ) -> Job:
     """Queue one job and wait for it, drawing decode steps on the bar (when this process runs the worker)."""
-    [queued] = await service.submit(requests, model)
+    [queued] = await service.submit(requests, model, local_paths=True)
     task = bar.add_task("queued", total=None)
 
     async def show(jobs: list[Job]) -> None:

@@ -147,10 +147,16 @@ class JobService:
             return [base] * variations
         return [base.model_copy(update={"seed": (base.seed + i) % SEED_SPACE}) for i in range(variations)]
 
-    async def submit(self, requests: list[GenerationRequest], model: str | None = None) -> list[Job]:
-        """Queue one job per request; they are ``pending`` when this returns."""
+    async def submit(
+        self, requests: list[GenerationRequest], model: str | None = None, *, local_paths: bool = False
+    ) -> list[Job]:
+        """Queue one job per request; they are ``pending`` when this returns.
+
+        ``local_paths`` lets ``model`` name a checkpoint directory: for the operator (the CLI), never for MCP
+        clients.
+        """
         model_id = resolve_model_id(model) if model else self.default_model
-        if model_id != self.default_model and looks_like_path(model_id):
+        if not local_paths and model_id != self.default_model and looks_like_path(model_id):
             # A client must not make the server open arbitrary files (or probe which paths exist).
             raise ServiceError(
                 "model: local paths are not accepted from clients; give an alias (small, medium, large, "
