@@ -37,22 +37,13 @@ import torch
 import transformers
 
 from engine import decode, loading, reference
+from engine.checkpoints import SAMPLE_PROMPTS as PROMPTS
 from engine.checkpoints import build_random_checkpoint
 from engine.request import GenerationRequest
 
 SHARED_SMALL = Path("/tmp/musicgen-small-random")  # reused when a complete copy is already there
 OWN_SMALL = Path(tempfile.gettempdir()) / "dgx-music-bench" / "musicgen-small-random"
 CHECKPOINT_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json")
-PROMPTS = (
-    "lofi hip hop beat with warm piano and vinyl crackle",
-    "epic orchestral trailer music with drums and brass",
-    "ambient synth pad, slow evolving texture, reverb",
-    "upbeat funk bassline with slap bass and horns",
-    "acoustic guitar folk song, gentle and warm",
-    "techno kick drum 128 bpm, dark industrial",
-    "jazz trio, brushed drums, upright bass, piano solo",
-    "cinematic strings, sad and emotional, cello",
-)
 
 GenerateBatch = Callable[..., list[np.ndarray | None]]
 

@@ -37,7 +37,8 @@ Size = Literal["tiny", "small"]
 SAMPLE_RATE = 32_000
 CODEBOOK_SIZE = 2048  # decoder vocab; pad = bos = decoder_start = 2048 (the embedding's extra row)
 
-_TOKENIZER_CORPUS = [
+# Music prompts: the tiny tokenizer's training text, and the prompts benchmarks generate from.
+SAMPLE_PROMPTS = (
     "lofi hip hop beat with warm piano and vinyl crackle",
     "epic orchestral trailer music with drums and brass",
     "ambient synth pad, slow evolving texture, reverb",
@@ -48,7 +49,7 @@ _TOKENIZER_CORPUS = [
     "cinematic strings, sad and emotional, cello",
     "reggae rhythm guitar skank with dub delay",
     "chiptune 8-bit video game melody, happy",
-]
+)
 
 
 def _train_tokenizer(vocab_size: int) -> T5Tokenizer:
@@ -63,7 +64,7 @@ def _train_tokenizer(vocab_size: int) -> T5Tokenizer:
         unk_token="<unk>",
         show_progress=False,  # its progress output goes to stdout, which a stdio MCP server must keep clean
     )
-    tokenizer.train_from_iterator(_TOKENIZER_CORPUS * 20, trainer=trainer)
+    tokenizer.train_from_iterator(SAMPLE_PROMPTS * 20, trainer=trainer)
     return T5Tokenizer(
         tokenizer_object=tokenizer,
         pad_token="<pad>",

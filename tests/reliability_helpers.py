@@ -32,6 +32,17 @@ from mcp_server.service import JobService
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 CRASH_LOG_MARKS = ("raised an unexpected exception", "Traceback (most recent call last)")
+# The initialize request of the handshake Claude Desktop and Claude Code speak, for raw-protocol tests.
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "dgx-music-tests", "version": "0"},
+    },
+}
 
 
 # --- the server as a subprocess ---------------------------------------------------------------------------
@@ -312,17 +323,6 @@ class RawStdio:
 
     def initialize(self) -> None:
         """The initialize handshake (the protocol revision Claude Desktop and Claude Code speak)."""
-        self.send(
-            {
-                "jsonrpc": "2.0",
-                "id": 1,
-                "method": "initialize",
-                "params": {
-                    "protocolVersion": "2025-11-25",
-                    "capabilities": {},
-                    "clientInfo": {"name": "raw-stdio-test", "version": "0"},
-                },
-            }
-        )
+        self.send(INITIALIZE)
         assert "result" in self.receive(1)
         self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})

@@ -20,21 +20,11 @@ import pytest
 import soundfile as sf
 from mcp import Client, MCPError
 from mcp_testing import DGX_MUSIC, TOKEN, free_port, http_client, server_env, structured
-from reliability_helpers import Server, in_process, is_crash, serve_http, snapshot_tree, tool_text
+from reliability_helpers import INITIALIZE, Server, in_process, is_crash, serve_http, snapshot_tree, tool_text
 
 from mcp_server.config import ConfigError, check_http_exposure
 
 WRONG_TOKEN = "wrong-token-zyxwvutsrqponm"
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "security-test", "version": "0"},
-    },
-}
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
