@@ -30,7 +30,7 @@ from engine import EngineError, GenerationRequest, resolve_model_id
 from engine.models import looks_like_path
 from mcp_server.config import Settings, describe_validation_error
 from mcp_server.schemas import TERMINAL, Job, job_from_generation
-from storage import Generation, IllegalTransition, NotFound, StorageError, Store
+from storage import Generation, IllegalTransition, NotFound, QueueFull, StorageError, Store
 
 if TYPE_CHECKING:  # torch and transformers load in the worker, so `initialize` is answered at once
     from engine import MusicEngine
@@ -167,21 +167,20 @@ class JobService:
         return [await self.job(generation.id) for generation in generations]
 
     def _create(self, requests: list[GenerationRequest], model_id: str) -> list[Generation]:
-        if len(requests) > self.settings.max_queue:
+        limit = self.settings.max_queue
+        if len(requests) > limit:
             raise ServiceError(
                 f"variations: {len(requests)} is more than the queue holds "
-                f"({self.settings.max_queue}, set by DGX_MUSIC_MAX_QUEUE); ask for fewer variations"
+                f"({limit}, set by DGX_MUSIC_MAX_QUEUE); ask for fewer variations"
             )
-        pending = self.store.count("pending")
-        if pending + len(requests) > self.settings.max_queue:
+        jobs = [(request.prompt, request.model_dump(exclude={"prompt"})) for request in requests]
+        try:
+            return self.store.create_many(model_id, jobs, max_pending=limit)
+        except QueueFull as full:
             raise ServiceError(
-                f"the queue is full ({pending} pending, limit {self.settings.max_queue} set by "
-                "DGX_MUSIC_MAX_QUEUE); wait for jobs to finish (job_status) or cancel some (cancel_job)"
-            )
-        return [
-            self.store.create(request.prompt, model_id, request.model_dump(exclude={"prompt"}))
-            for request in requests
-        ]
+                f"the queue is full ({full.pending} pending, limit {limit} set by DGX_MUSIC_MAX_QUEUE); "
+                "wait for jobs to finish (job_status) or cancel some (cancel_job)"
+            ) from None
 
     async def job(self, job_id: str) -> Job:
         return await _in_thread(self._job, job_id)

@@ -1,7 +1,14 @@
 """storage: the generation history (SQLite WAL or PostgreSQL, Alembic migrations) and Broadcast WAV files."""
 
 from storage.db import default_home
-from storage.errors import AudioIntegrityError, IllegalTransition, NotFound, StorageBusy, StorageError
+from storage.errors import (
+    AudioIntegrityError,
+    IllegalTransition,
+    NotFound,
+    QueueFull,
+    StorageBusy,
+    StorageError,
+)
 from storage.models import Status
 from storage.store import Generation, Page, RecoveryReport, Store
 
@@ -11,6 +18,7 @@ __all__ = [
     "IllegalTransition",
     "NotFound",
     "Page",
+    "QueueFull",
     "RecoveryReport",
     "Status",
     "StorageBusy",

@@ -30,3 +30,13 @@ class AudioIntegrityError(StorageError):
 
 class StorageBusy(StorageError):
     """The database stayed locked by other writers through every retry."""
+
+
+class QueueFull(StorageError):
+    """Queuing these jobs would take the pending queue past its bound."""
+
+    def __init__(self, pending: int, adding: int, limit: int) -> None:
+        self.pending = pending
+        self.adding = adding
+        self.limit = limit
+        super().__init__(f"the queue is full ({pending} pending, {adding} more asked for, limit {limit})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from storage import bwf, db, files
 from storage.cursor import Cursor, decode, encode, filters_digest
 from storage.db import run_transaction
-from storage.errors import AudioIntegrityError, IllegalTransition, NotFound
+from storage.errors import AudioIntegrityError, IllegalTransition, NotFound, QueueFull
 from storage.models import ALLOWED_SOURCES, PARAM_COLUMNS, GenerationRow, Status
 from storage.search import apply_search
 
@@ -143,30 +143,60 @@ class Store:
     ) -> Generation:
         """Record a new pending job. `params` keys: duration, seed, temperature, top_k, top_p,
         guidance_scale, loudness_lufs (missing keys are stored as None)."""
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError("prompt must be a non-empty string")
+        [generation] = self.create_many(model_name, [(prompt, params)], metadata=metadata)
+        return generation
+
+    def create_many(
+        self,
+        model_name: str,
+        jobs: Sequence[tuple[str, Mapping[str, Any]]],
+        *,
+        max_pending: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> list[Generation]:
+        """Record several pending jobs (prompt, params) in one transaction: all of them or none.
+
+        With `max_pending`, raise `QueueFull` when the pending queue would grow beyond it. The count is taken
+        inside the write lock, so concurrent callers, in any process, cannot overshoot the bound together.
+        """
         if not isinstance(model_name, str) or not model_name.strip():
             raise ValueError("model_name must be a non-empty string, e.g. 'facebook/musicgen-small'")
-        unknown = sorted(set(params) - set(PARAM_COLUMNS))
-        if unknown:
-            raise ValueError(f"unknown params {unknown}; allowed keys: {', '.join(PARAM_COLUMNS)}")
-        values = {PARAM_COLUMNS[key]: value for key, value in params.items()}
+        rows: list[tuple[str, dict[str, Any]]] = []
+        for prompt, params in jobs:
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise ValueError("prompt must be a non-empty string")
+            unknown = sorted(set(params) - set(PARAM_COLUMNS))
+            if unknown:
+                raise ValueError(f"unknown params {unknown}; allowed keys: {', '.join(PARAM_COLUMNS)}")
+            rows.append((prompt, {PARAM_COLUMNS[key]: value for key, value in params.items()}))
 
-        def work(session: Session) -> Generation:
-            # created_at is taken inside the write lock: it grows in commit order, as search snapshots need
-            row = GenerationRow(
-                id=str(uuid.uuid4()),
-                prompt=prompt,
-                model_name=model_name,
-                status=Status.PENDING.value,
-                created_at=_now(),
-                meta=dict(metadata or {}),
-                attempts=0,
-                **values,
-            )
-            session.add(row)
+        def work(session: Session) -> list[Generation]:
+            if max_pending is not None:
+                pending = session.scalar(
+                    select(func.count())
+                    .select_from(GenerationRow)
+                    .where(GenerationRow.status == Status.PENDING.value)
+                )
+                if int(pending or 0) + len(rows) > max_pending:
+                    raise QueueFull(int(pending or 0), len(rows), max_pending)
+            created = []
+            for prompt, values in rows:
+                # created_at is taken inside the write lock: it grows in commit order, as search snapshots
+                # need
+                row = GenerationRow(
+                    id=str(uuid.uuid4()),
+                    prompt=prompt,
+                    model_name=model_name,
+                    status=Status.PENDING.value,
+                    created_at=_now(),
+                    meta=dict(metadata or {}),
+                    attempts=0,
+                    **values,
+                )
+                session.add(row)
+                created.append(row)
             session.flush()
-            return self._snapshot(row)
+            return [self._snapshot(row) for row in created]
 
         return run_transaction(self.engine, work, write=True)
 

@@ -221,3 +221,28 @@ def test_a_file_whose_row_cannot_be_committed_goes_to_quarantine(store: Store) -
     assert list((store.home / "outputs").rglob("*.wav")) == []
     assert [p.name for p in (store.home / "quarantine").rglob("*.wav")] == [f"{job.id}.wav"]
     assert store.get(job.id).status is Status.PROCESSING
+
+
+def test_create_many_is_all_or_nothing_and_keeps_the_queue_bound_under_concurrency(store: Store) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from storage import QueueFull
+
+    limit = 10
+
+    def add(size: int) -> int:
+        try:
+            return len(
+                store.create_many(MODEL, [(f"take {i}", PARAMS) for i in range(size)], max_pending=limit)
+            )
+        except QueueFull:
+            return 0
+
+    # Every caller sees room before the others commit; only the write lock keeps the bound.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        added = list(pool.map(add, [3, 2, 3, 1, 3, 2, 3, 1] * 3))
+    assert store.count("pending") == sum(added) <= limit
+    assert sum(added) >= limit - 2  # refusals only once it was (nearly) full
+    with pytest.raises(QueueFull, match=f"limit {limit}"):
+        store.create_many(MODEL, [("one more", PARAMS)] * 3, max_pending=limit)
+    assert store.count("pending") == sum(added)  # a refused batch stores none of its jobs
