@@ -191,6 +191,7 @@ def generate(
         f"peak {job.audio.peak_dbfs:.1f} dBFS  wall {wall:.1f} s",
         highlight=False,
         markup=False,
+        soft_wrap=True,  # one line, whatever the terminal width, so scripts can read it
     )
 
 
