@@ -26,7 +26,9 @@ IsCancelled = Callable[[int], bool]
 GenerateBatch = Callable[..., list[np.ndarray | None]]
 
 BACKENDS = ("auto", "batched", "reference")
-DEFAULT_MAX_BATCH = {"cuda": 16, "cpu": 4}  # CPU decode is memory-bound: 4 rows already give ~3× throughput
+# The most requests one call should decode together: transformers' generate takes one at a time; the batching
+# loop has no limit of its own beyond memory (the service hands it up to its DGX_MUSIC_MAX_BATCH, at most 64).
+BATCHED_MAX = 64
 
 
 @dataclass(frozen=True)
@@ -71,16 +73,6 @@ def _choose_backend(model: Any, requested: str | None) -> tuple[str, GenerateBat
     return "batched", batched
 
 
-def _max_batch_size(device_type: str) -> int:
-    """``DGX_MUSIC_MAX_BATCH``, else a default for the device: the most requests one decode loop takes."""
-    text = os.environ.get("DGX_MUSIC_MAX_BATCH")
-    if not text:
-        return DEFAULT_MAX_BATCH[device_type]
-    if not text.isdigit() or int(text) < 1:
-        raise EngineError(f"DGX_MUSIC_MAX_BATCH must be a whole number of at least 1, got {text!r}")
-    return int(text)
-
-
 class MusicEngine:
     """A MusicGen checkpoint loaded once and kept resident. ``generate`` is blocking and serialised."""
 
@@ -92,7 +84,7 @@ class MusicEngine:
         self.sample_rate: int = int(config.audio_encoder.sampling_rate)
         self.audio_channels: int = int(config.decoder.audio_channels)
         self.frame_rate: int = int(config.audio_encoder.frame_rate)
-        self.max_batch_size: int = 1 if self.backend == "reference" else _max_batch_size(loaded.device.type)
+        self.max_batch_size: int = 1 if self.backend == "reference" else BATCHED_MAX
 
     @classmethod
     def load(

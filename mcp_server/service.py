@@ -352,7 +352,10 @@ class JobService:
 
     def _run_batch(self) -> bool:
         """Decode the pending jobs of the oldest job's model (up to max_batch); False when none is waiting."""
-        batch = self.store.claim(None, self.settings.max_batch)
+        limit = self.settings.max_batch
+        if self._engine is not None:  # e.g. a melody model decodes one request at a time
+            limit = min(limit, self._engine.max_batch_size)
+        batch = self.store.claim(None, limit)
         if not batch:
             return False
         log.info("claimed %d job(s): %s", len(batch), ", ".join(g.id for g in batch))
