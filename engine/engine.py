@@ -9,12 +9,12 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from engine import audio, loading, reference
+from engine.backend import GenerationResult
 from engine.errors import EngineError
 from engine.models import DEFAULT_MODEL, resolve_model_id
 from engine.request import GenerationRequest
@@ -29,18 +29,6 @@ BACKENDS = ("auto", "batched", "reference")
 # The most requests one call should decode together: transformers' generate takes one at a time; the batching
 # loop has no limit of its own beyond memory (the service hands it up to its DGX_MUSIC_MAX_BATCH, at most 64).
 BATCHED_MAX = 64
-
-
-@dataclass(frozen=True)
-class GenerationResult:
-    audio: np.ndarray  # float32, channels × samples, post-processed
-    sample_rate: int
-    seed: int
-    duration_s: float
-    loudness_lufs: float | None  # measured after normalisation; None for silence
-    peak_dbfs: float
-    steps: int
-    generation_seconds: float  # wall time of the whole batch this result was generated in
 
 
 def _batched_decoder() -> GenerateBatch | None:
