@@ -1,7 +1,10 @@
-"""engine: MusicGen checkpoints loaded once, generation with progress and cancellation, post-processed audio.
+"""engine: model families behind one step-driven ``Backend`` interface (``engine.backend``), and what they
+share: requests, audio post-processing, loading helpers, memory measures, errors.
 
-``MusicEngine`` and ``GenerationResult`` are imported on first use: they pull in torch and transformers, which
-take seconds, while requests, errors and model names are cheap to import (CLI start-up, argument checks).
+Families live in sub-packages (``engine.musicgen``) and never import each other. Nothing in engine reads the
+environment; settings arrive as arguments. ``MusicEngine`` and ``GenerationResult`` are imported on first
+use: they pull in torch and transformers (seconds), while requests, errors and model names are cheap to
+import (CLI start-up, argument checks).
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from engine.models import resolve_model_id
 from engine.request import GenerationRequest
 
 if TYPE_CHECKING:
-    from engine.engine import GenerationResult, MusicEngine
+    from engine.backend import GenerationResult
+    from engine.engine import MusicEngine
 
 __all__ = [
     "EngineError",
@@ -27,6 +31,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("MusicEngine", "GenerationResult"):
-        return getattr(importlib.import_module("engine.engine"), name)
+    if name == "MusicEngine":
+        return importlib.import_module("engine.engine").MusicEngine
+    if name == "GenerationResult":
+        return importlib.import_module("engine.backend").GenerationResult
     raise AttributeError(f"module 'engine' has no attribute {name!r}")

@@ -76,7 +76,7 @@ class Parameter:
     kind: Literal["string", "number", "integer", "boolean"]
     description: str
     default: Any = None
-    minimum: float | None = None
+    minimum: float | None = None  # for strings: their length
     maximum: float | None = None
     exclusive_minimum: bool = False  # the minimum itself is not allowed
     nullable: bool = False

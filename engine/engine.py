@@ -1,108 +1,81 @@
-"""MusicEngine: a resident model that turns validated requests into post-processed audio."""
+"""MusicEngine: a resident model behind a family's ``Backend``, with a blocking ``generate`` for callers that
+want one call (the CLI, doctor, pull, tests). The job worker drives ``MusicEngine.core`` step by step instead.
+"""
 
 from __future__ import annotations
 
-import importlib
 import logging
-import os
-import secrets
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
-
-from engine import audio, loading, reference
-from engine.backend import GenerationResult
+from engine import memory
+from engine.backend import Backend, GenerationResult, StepReport, run_to_completion
 from engine.errors import EngineError
-from engine.models import DEFAULT_MODEL, resolve_model_id
+from engine.models import resolve_model_id
 from engine.request import GenerationRequest
 
 log = logging.getLogger(__name__)
 
-OnStep = Callable[[int, list[int]], None]
-IsCancelled = Callable[[int], bool]
-GenerateBatch = Callable[..., list[np.ndarray | None]]
-
-BACKENDS = ("auto", "batched", "reference")
-# The most requests one call should decode together: transformers' generate takes one at a time; the batching
-# loop has no limit of its own beyond memory (the service hands it up to its DGX_MUSIC_MAX_BATCH, at most 64).
-BATCHED_MAX = 64
-
-
-def _batched_decoder() -> GenerateBatch | None:
-    """``engine.decode.generate_batch`` when that module is present, else None."""
-    try:
-        decode = importlib.import_module("engine.decode")
-    except ModuleNotFoundError as error:
-        if error.name != "engine.decode":
-            raise
-        return None
-    generate_batch: GenerateBatch | None = getattr(decode, "generate_batch", None)
-    return generate_batch
-
-
-def _choose_backend(model: Any, requested: str | None) -> tuple[str, GenerateBatch]:
-    from transformers import MusicgenForConditionalGeneration
-
-    name = requested or os.environ.get("DGX_MUSIC_BACKEND") or "auto"
-    if name not in BACKENDS:
-        raise EngineError(f"backend {name!r} is not supported; use one of {', '.join(BACKENDS)}")
-    # The decode loop is written for the text-conditioned model; melody checkpoints take transformers' path.
-    batched = _batched_decoder() if isinstance(model, MusicgenForConditionalGeneration) else None
-    if name == "batched" and batched is None:
-        raise EngineError(
-            "backend 'batched' needs engine.decode.generate_batch, which is missing or does not support "
-            f"{type(model).__name__}; use backend 'reference' or 'auto'"
-        )
-    if name == "reference" or batched is None:
-        return "reference", reference.generate_batch
-    return "batched", batched
+OnStep = Callable[[StepReport], None]
 
 
 class MusicEngine:
-    """A MusicGen checkpoint loaded once and kept resident. ``generate`` is blocking and serialised."""
+    """A checkpoint loaded once and kept resident. ``generate`` is blocking and serialised."""
 
-    def __init__(self, loaded: loading.LoadedModel, backend: str | None = None) -> None:
-        self._loaded = loaded
-        self.backend, self._generate_batch = _choose_backend(loaded.model, backend)
+    def __init__(self, core: Backend[Any]) -> None:
+        self.core = core
         self._lock = threading.Lock()
-        config = loaded.model.config
-        self.sample_rate: int = int(config.audio_encoder.sampling_rate)
-        self.audio_channels: int = int(config.decoder.audio_channels)
-        self.frame_rate: int = int(config.audio_encoder.frame_rate)
-        self.max_batch_size: int = 1 if self.backend == "reference" else BATCHED_MAX
 
     @classmethod
     def load(
         cls,
-        model: str | None = None,
+        model: str,
+        *,
         device: str | None = None,
         dtype: str | None = None,
-        backend: str | None = None,
+        backend: str = "auto",
+        max_batch: int = 8,
+        cuda_graphs: bool = True,
     ) -> MusicEngine:
-        """Load ``model`` (alias, hub id or hub-layout directory), else ``DGX_MUSIC_MODEL``, else small.
+        """Load ``model`` (alias, hub id or hub-layout directory). ``device`` defaults to CUDA when available;
+        ``dtype`` to bf16 where the hardware computes it natively, else fp32."""
+        from engine.musicgen import load_backend
 
-        ``backend``: "auto" (default, or ``DGX_MUSIC_BACKEND``) uses the batched decode loop where it supports
-        the checkpoint; "reference" forces transformers' ``generate``; "batched" insists on the loop.
-        """
-        model_id = resolve_model_id(model or os.environ.get("DGX_MUSIC_MODEL") or DEFAULT_MODEL)
-        torch_device = loading.select_device(device)
-        loaded = loading.load(model_id, torch_device, loading.select_dtype(torch_device, dtype))
-        log.info(
-            "loaded %s on %s in %s: %.1f s, %.2f GB",
+        model_id = resolve_model_id(model)
+        core = load_backend(
             model_id,
-            torch_device,
-            loaded.dtype,
-            loaded.load_seconds,
-            loaded.memory_bytes / 1e9,
+            device=device,
+            dtype=dtype,
+            backend=backend,
+            max_batch=max_batch,
+            cuda_graphs=cuda_graphs,
         )
-        return cls(loaded, backend)
+        engine = cls(core)
+        log.info(
+            "loaded %s on %s in %s: %.1f s, %s",
+            model_id,
+            engine.device,
+            engine.dtype,
+            engine.load_seconds,
+            memory.gigabytes(engine.memory_bytes),
+        )
+        return engine
+
+    @property
+    def _loaded(self) -> Any:
+        return self.core._loaded  # type: ignore[attr-defined]
 
     @property
     def model_id(self) -> str:
-        return self._loaded.model_id
+        return self.core.capabilities.model_id
+
+    @property
+    def backend(self) -> str:
+        """ "batched" (our decode step) or "reference" (transformers' generate)."""
+        from engine.musicgen.reference import ReferenceBackend
+
+        return "reference" if isinstance(self.core, ReferenceBackend) else "batched"
 
     @property
     def device(self) -> str:
@@ -110,62 +83,71 @@ class MusicEngine:
 
     @property
     def dtype(self) -> str:
-        return loading.dtype_name(self._loaded.dtype)
+        from engine.loading import dtype_name
+
+        return dtype_name(self._loaded.dtype)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.core.capabilities.sample_rate
+
+    @property
+    def audio_channels(self) -> int:
+        return self.core.capabilities.channels
+
+    @property
+    def frame_rate(self) -> int:
+        return int(self._loaded.model.config.audio_encoder.frame_rate)
+
+    @property
+    def max_batch_size(self) -> int:
+        return self.core.capabilities.max_batch
 
     @property
     def load_seconds(self) -> float:
-        return self._loaded.load_seconds
+        return float(self._loaded.load_seconds)
 
     @property
     def memory_bytes(self) -> int:
-        return self._loaded.memory_bytes
+        return self.core.memory_bytes
 
     def steps_for(self, duration: float) -> int:
-        """Decode steps a request of ``duration`` seconds takes (the ``totals`` entries of ``on_step``)."""
-        return reference.decode_steps(self._loaded.model, duration)
+        from engine.musicgen.reference import decode_steps
+
+        return decode_steps(self._loaded.model, duration)
 
     def generate(
         self,
         requests: Sequence[GenerationRequest],
         on_step: OnStep | None = None,
-        is_cancelled: IsCancelled | None = None,
+        is_cancelled: Callable[[int], bool] | None = None,
     ) -> list[GenerationResult | None]:
-        """Generate every request; a cancelled row's entry is ``None``. Call from a worker thread."""
-        seeds = [secrets.randbelow(2**32) if request.seed is None else request.seed for request in requests]
-        with self._lock:
-            started = time.perf_counter()
-            raw = self._generate_batch(
-                self._loaded.model,
-                self._loaded.processor,
-                requests,
-                seeds,
-                self._loaded.device,
-                on_step,
-                is_cancelled,
-            )
-            elapsed = time.perf_counter() - started
-        return [
-            None if samples is None else self._finish(request, seed, samples, elapsed)
-            for request, seed, samples in zip(requests, seeds, raw, strict=True)
-        ]
+        """Generate every request; a cancelled one's entry is ``None``, a failed one raises ``EngineError``.
 
-    def _finish(
-        self, request: GenerationRequest, seed: int, samples: np.ndarray, elapsed: float
-    ) -> GenerationResult:
-        expected = (self.audio_channels, round(request.duration * self.sample_rate))
-        if samples.shape != expected:
-            raise EngineError(
-                f"the {self.backend} backend returned audio of shape {samples.shape}, expected {expected}; "
-                "this is a bug in engine, please report it"
-            )
-        processed = audio.postprocess(samples, self.sample_rate, request.loudness_lufs)
-        return GenerationResult(
-            audio=processed,
-            sample_rate=self.sample_rate,
-            seed=seed,
-            duration_s=processed.shape[1] / self.sample_rate,
-            loudness_lufs=audio.integrated_loudness(processed, self.sample_rate),
-            peak_dbfs=audio.peak_dbfs(processed),
-            steps=self.steps_for(request.duration),
-            generation_seconds=elapsed,
-        )
+        ``on_step`` sees every ``StepReport``; ``is_cancelled(i)`` is asked after every step for request i.
+        """
+        ids = [str(index) for index in range(len(requests))]
+
+        def each_step(report: StepReport) -> None:
+            if is_cancelled is not None:
+                for request_id in report.progress:
+                    if is_cancelled(int(request_id)):
+                        self.core.cancel(request_id)
+            if on_step is not None:
+                on_step(report)
+
+        with self._lock:
+            if is_cancelled is not None:
+                requests_left = [
+                    (i, r) for i, r in zip(ids, requests, strict=True) if not is_cancelled(int(i))
+                ]
+            else:
+                requests_left = list(zip(ids, requests, strict=True))
+            outcomes = run_to_completion(self.core, requests_left, each_step)
+        results: list[GenerationResult | None] = []
+        for request_id in ids:
+            outcome = outcomes.get(request_id)
+            if outcome is not None and outcome.status == "failed":
+                raise EngineError(outcome.error or "generation failed")
+            results.append(outcome.result if outcome is not None else None)
+        return results

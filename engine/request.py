@@ -6,10 +6,14 @@ cannot drift apart. Messages name the field, its allowed range and the rejected 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+if TYPE_CHECKING:
+    from engine.backend import Parameter
 
 MAX_PROMPT_CHARS = 2000
 
@@ -95,3 +99,50 @@ class GenerationRequest(BaseModel):
         if value is not None and not bound.contains(value):
             raise ValueError(f"{info.field_name} must be in {bound} (got {value!r})")
         return value
+
+
+def field_errors(error: ValidationError) -> list[tuple[str, str]]:
+    """(field, message) for every problem pydantic found, the message without the field's name in front:
+    ``("duration", "must be in [1, 30] seconds (got 45.0)")``."""
+    found = []
+    for problem in error.errors():
+        name = ".".join(str(part) for part in problem["loc"]) or "request"
+        message = str(problem["msg"]).removeprefix("Value error, ").removeprefix(f"{name} ")
+        found.append((name, message[:1].lower() + message[1:]))
+    return found
+
+
+def request_parameters() -> dict[str, Parameter]:
+    """The parameters of ``GenerationRequest`` as a family's ``Capabilities`` lists them."""
+    from engine.backend import Parameter
+
+    kinds = {"prompt": "string", "seed": "integer", "top_k": "integer"}
+    parameters = {}
+    for name, info in GenerationRequest.model_fields.items():
+        bound = BOUNDS.get(name)
+        parameters[name] = Parameter(
+            name=name,
+            kind=kinds.get(name, "number"),  # type: ignore[arg-type]
+            description=info.description or "",
+            default=None if info.is_required() else info.default,
+            minimum=bound.low if bound else (1 if name == "prompt" else None),
+            maximum=bound.high if bound else (MAX_PROMPT_CHARS if name == "prompt" else None),
+            exclusive_minimum=bool(bound and bound.low_open),
+            nullable=name in ("seed", "loudness_lufs"),
+        )
+    return parameters
+
+
+def validate_generation(operation: str, params: Mapping[str, Any]) -> GenerationRequest:
+    """``params`` as a ``GenerationRequest`` for the ``generate`` operation; ``InvalidRequest`` naming every
+    field at fault otherwise."""
+    from engine.backend import FieldError, InvalidRequest
+
+    if operation != "generate":
+        raise InvalidRequest(
+            [FieldError("operation", f"{operation!r} is not supported; this model does generate")]
+        )
+    try:
+        return GenerationRequest(**params)
+    except ValidationError as error:
+        raise InvalidRequest([FieldError(name, message) for name, message in field_errors(error)]) from None

@@ -34,6 +34,7 @@ from storage import Generation, IllegalTransition, NotFound, QueueFull, StorageE
 
 if TYPE_CHECKING:  # torch and transformers load in the worker, so `initialize` is answered at once
     from engine import MusicEngine
+    from engine.backend import StepReport
 
 log = logging.getLogger(__name__)
 
@@ -382,13 +383,14 @@ class JobService:
         self._finish(batch, results, error, engine=engine, state=state)
         return True
 
-    def _on_step_for(self, state: _Batch) -> Callable[[int, list[int]], None]:
-        def on_step(step: int, totals: list[int]) -> None:
+    def _on_step_for(self, state: _Batch) -> Callable[[StepReport], None]:
+        def on_step(report: StepReport) -> None:
             now = time.monotonic()
             with self._lock:
-                for job_id, total in zip(state.ids, totals, strict=True):
-                    state.done[job_id] = min(step, total)
-                    self._totals[job_id] = total
+                for row, progress in report.progress.items():
+                    job_id = state.ids[int(row)]
+                    state.done[job_id] = progress.done
+                    self._totals[job_id] = progress.total
                 while len(self._totals) > MAX_REMEMBERED_TOTALS:  # oldest first: dicts keep insertion order
                     del self._totals[next(iter(self._totals))]
             if now - state.last_cancel_check >= POLL_SECONDS:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.checkpoints import build_random_checkpoint
+from engine.musicgen.checkpoints import build_random_checkpoint
 
 
 @pytest.fixture(scope="session")

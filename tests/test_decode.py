@@ -1,10 +1,13 @@
-"""The batching decode loop (engine.decode) against transformers' ``generate``, on tiny random checkpoints."""
+"""The MusicGen batching backend (engine.musicgen) against transformers' ``generate``, on tiny random
+checkpoints: greedy codes bit-identical, requests independent of batch-mates and of when they joined, slots
+reused, non-finite decodes failed, memory budget respected."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +16,25 @@ import pytest
 import torch
 from transformers import ClassifierFreeGuidanceLogitsProcessor, TopKLogitsWarper, TopPLogitsWarper
 
-from engine import decode, loading
+from engine.backend import Decision, InvalidRequest, Outcome, StepReport
+from engine.musicgen import backend as backend_module
+from engine.musicgen import loading
+from engine.musicgen.backend import MusicgenBackend
+from engine.musicgen.decode import Plan, decode_audio
+from engine.musicgen.memory import SlotGeometry
+from engine.musicgen.sampling import SamplingParams, filter_logits, guide, sample
 from engine.request import GenerationRequest
-from engine.sampling import SamplingParams, filter_logits, guide, sample
 
 CPU = torch.device("cpu")
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def _load(checkpoint: Path, device: torch.device = CPU) -> loading.LoadedModel:
@@ -35,14 +51,52 @@ def stereo(tiny_stereo_checkpoint: Path) -> loading.LoadedModel:
     return _load(tiny_stereo_checkpoint)
 
 
-def _codes(
-    loaded: loading.LoadedModel,
-    requests: list[GenerationRequest],
-    seeds: list[int],
-    device: torch.device = CPU,
-    **callbacks: Any,
-) -> list[torch.Tensor | None]:
-    return decode.decode_codes(loaded.model, loaded.processor, requests, seeds, device, **callbacks)
+class Run:
+    """Drives a backend step by step: admissions and cancellations at chosen steps; records every report
+    and the codes each request handed to EnCodec."""
+
+    def __init__(self, backend: MusicgenBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.backend = backend
+        self.codes: dict[str, torch.Tensor] = {}
+        self.outcomes: dict[str, Outcome] = {}
+        self.reports: list[StepReport] = []
+        self.slots: dict[str, int | None] = {}
+        real_finish = backend._finish
+
+        def finish(rows: list[Any]) -> list[Outcome]:
+            for row in rows:
+                self.codes[row.request_id] = row.codes.clone()
+            return real_finish(rows)
+
+        monkeypatch.setattr(backend, "_finish", finish)
+
+    def __call__(
+        self,
+        admit: dict[int, list[tuple[str, GenerationRequest]]],
+        cancel: dict[int, list[str]] | None = None,
+    ) -> dict[str, Outcome]:
+        cancel = cancel or {}
+        step = 0
+        while step <= max([*admit, *cancel]) or self.backend.has_work:
+            for request_id, request in admit.get(step, []):
+                assert self.backend.can_admit(request).decision is Decision.NOW
+                self.backend.admit(request_id, request)
+                self.slots[request_id] = self.backend._rows[request_id].slot
+            for request_id in cancel.get(step, []):
+                assert self.backend.cancel(request_id)
+            report = self.backend.step()
+            self.reports.append(report)
+            self.outcomes.update((outcome.request_id, outcome) for outcome in report.finished)
+            step += 1
+        return self.outcomes
+
+
+def _alone(
+    loaded: loading.LoadedModel, request: GenerationRequest, monkeypatch: pytest.MonkeyPatch
+) -> tuple[torch.Tensor, Outcome]:
+    run = Run(MusicgenBackend(loaded, max_batch=4), monkeypatch)
+    outcomes = run({0: [("alone", request)]})
+    return run.codes["alone"], outcomes["alone"]
 
 
 def _generate_codes(
@@ -57,12 +111,13 @@ def _generate_codes(
         handed.append(codes.clone())
         return real_decode(codes, *args, **kwargs)
 
-    monkeypatch.setattr(model.audio_encoder, "decode", recording_decode)
-    inputs = loaded.processor(text=[request.prompt], padding=True, return_tensors="pt")
-    steps = decode.Plan.for_requests(model, [request]).steps[0]
-    audio = model.generate(
-        **inputs, do_sample=False, guidance_scale=request.guidance_scale, max_new_tokens=steps
-    )
+    with monkeypatch.context() as patch:
+        patch.setattr(model.audio_encoder, "decode", recording_decode)
+        inputs = loaded.processor(text=[request.prompt], padding=True, return_tensors="pt")
+        steps = Plan.for_duration(model, request.duration).steps
+        audio = model.generate(
+            **inputs, do_sample=False, guidance_scale=request.guidance_scale, max_new_tokens=steps
+        )
     # Stereo: left (even codebooks) and right (odd) are decoded separately; interleave them back.
     codes = torch.stack([codes[0, 0] for codes in handed], dim=1).flatten(0, 1)
     return codes, audio[0].numpy()
@@ -76,84 +131,174 @@ def test_greedy_codes_and_audio_equal_transformers_generate(
     greedy = GenerationRequest(prompt="warm piano lofi beat with vinyl crackle", duration=1.0, top_k=1)
     expected_codes, expected_audio = _generate_codes(loaded, greedy, monkeypatch)
 
-    codes = _codes(loaded, [greedy], [0])
-    assert codes[0] is not None
-    assert codes[0].shape == expected_codes.shape == (loaded.model.decoder.num_codebooks, 50)
-    assert torch.equal(codes[0], expected_codes)
-
-    (audio,) = decode.decode_audio(loaded.model, codes)
-    assert audio is not None
+    codes, outcome = _alone(loaded, greedy, monkeypatch)
+    assert codes.shape == expected_codes.shape == (loaded.model.decoder.num_codebooks, 50)
+    assert torch.equal(codes, expected_codes)
+    assert outcome.status == "completed" and outcome.result is not None
+    (audio,) = decode_audio(loaded.model, [codes])
     np.testing.assert_array_equal(audio, expected_audio)
 
 
-def test_batch_composition_changes_no_request(mono: loading.LoadedModel) -> None:
+MIXED = [
+    GenerationRequest(
+        prompt="epic orchestral trailer with brass", duration=1.2, temperature=0.8, top_k=50, seed=11
+    ),
+    GenerationRequest(prompt="warm piano", duration=1.0, seed=22),
+    GenerationRequest(
+        prompt="dark techno kick drum, 128 bpm, industrial",
+        duration=1.5,
+        temperature=1.3,
+        top_k=0,
+        top_p=0.9,
+        guidance_scale=1.0,
+        seed=33,
+    ),
+]
+
+
+def test_batch_composition_changes_no_request(
+    mono: loading.LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = Run(MusicgenBackend(mono, max_batch=4), monkeypatch)
+    outcomes = run({0: [(str(i), request) for i, request in enumerate(MIXED)]})
+    for index, request in enumerate(MIXED):
+        alone, _ = _alone(mono, request, monkeypatch)
+        assert run.codes[str(index)].shape == (4, round(request.duration * 50))
+        assert torch.equal(run.codes[str(index)], alone)
+        together = outcomes[str(index)].result
+        assert together is not None and together.seed == request.seed
+    reseeded, _ = _alone(mono, MIXED[0].model_copy(update={"seed": 12}), monkeypatch)
+    assert not torch.equal(reseeded, run.codes["0"])
+
+
+def test_request_admitted_mid_batch_gives_the_same_codes_as_alone(
+    mono: loading.LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    long, short, late = MIXED[2], MIXED[1], MIXED[0]
+    run = Run(MusicgenBackend(mono, max_batch=4), monkeypatch)
+    outcomes = run({0: [("long", long)], 10: [("short", short)], 31: [("late", late)]})
+    for name, request in (("long", long), ("short", short), ("late", late)):
+        alone, _ = _alone(mono, request, monkeypatch)
+        assert torch.equal(run.codes[name], alone), name
+        assert outcomes[name].status == "completed"
+    # Each is returned when its own audio is done: short (53 steps from step 10) before long (78 from 0).
+    finished_at = {o.request_id: i for i, report in enumerate(run.reports) for o in report.finished}
+    assert finished_at["short"] == 10 + 53 - 1 and finished_at["long"] == 78 - 1
+    assert finished_at["late"] == 31 + 63 - 1
+    # Progress counts each request's own steps.
+    assert run.reports[20].progress["short"].done == 11 and run.reports[20].progress["long"].done == 21
+
+
+def test_a_cancelled_rows_slot_is_reused(mono: loading.LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second, third = MIXED
+    backend = MusicgenBackend(mono, max_batch=2)
+    run = Run(backend, monkeypatch)
+    # Two slots, both busy: a third request must wait ...
+    backend.admit("first", first)
+    backend.admit("second", second)
+    assert backend.can_admit(third).decision is Decision.LATER
+    for _ in range(5):
+        backend.step()
+    # ... until one is cancelled: it frees its slot at once, and the newcomer takes it.
+    assert backend.cancel("first") and not backend.cancel("first") and not backend.cancel("unknown")
+    outcomes = run({0: [("third", third)]})
+    assert run.slots["third"] == 0
+    assert outcomes["first"].status == "cancelled" and outcomes["first"].result is None
+    for name, request in (("second", second), ("third", third)):
+        alone, _ = _alone(mono, request, monkeypatch)
+        assert torch.equal(run.codes[name], alone), name
+    assert not backend.has_work and backend.progress("third") is None
+
+
+def test_progress_reports_every_step_with_each_requests_total(
+    stereo: loading.LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
     requests = [
-        GenerationRequest(
-            prompt="epic orchestral trailer with brass", duration=1.2, temperature=0.8, top_k=50
-        ),
-        GenerationRequest(prompt="warm piano", duration=1.0),
-        GenerationRequest(
-            prompt="dark techno kick drum, 128 bpm, industrial",
-            duration=1.5,
-            temperature=1.3,
-            top_k=0,
-            top_p=0.9,
-            guidance_scale=1.0,
-        ),
+        ("folk", GenerationRequest(prompt="acoustic folk guitar", duration=1.0, seed=1)),
+        ("reggae", GenerationRequest(prompt="reggae skank", duration=1.23, seed=2)),
     ]
-    seeds = [11, 22, 33]
-    batched = _codes(mono, requests, seeds)
-    for request, seed, together in zip(requests, seeds, batched, strict=True):
-        (alone,) = _codes(mono, [request], [seed])
-        assert together is not None and alone is not None
-        assert together.shape == (4, round(request.duration * 50))
-        assert torch.equal(together, alone)
-    assert batched[0] is not None
-    (reseeded,) = _codes(mono, [requests[0]], [12])
-    assert reseeded is not None and not torch.equal(reseeded, batched[0])
+    run = Run(MusicgenBackend(stereo, max_batch=4), monkeypatch)
+    outcomes = run({0: requests})
+    totals = {"folk": 53, "reggae": 65}  # 50 frames/s (1.23 s rounds up to 62 frames) + 3 steps of delay tail
+    for step, report in enumerate(run.reports[:-1], start=1):
+        for name, progress in report.progress.items():
+            assert (progress.done, progress.total) == (step, totals[name])
+    for name, request in requests:
+        result = outcomes[name].result
+        assert result is not None and result.audio.dtype == np.float32
+        assert result.audio.shape == (2, round(request.duration * 32_000))
+        assert np.isfinite(result.audio).all() and result.steps == totals[name]
 
 
-def test_progress_reports_every_step_with_each_rows_total(stereo: loading.LoadedModel) -> None:
-    requests = [
-        GenerationRequest(prompt="acoustic folk guitar", duration=1.0),
-        GenerationRequest(prompt="reggae skank", duration=1.23),
-    ]
-    calls: list[tuple[int, list[int]]] = []
-    audio = decode.generate_batch(
-        stereo.model, stereo.processor, requests, [1, 2], CPU, on_step=lambda s, t: calls.append((s, t))
+def test_non_finite_logits_fail_the_request_and_spare_its_batch_mates(
+    tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = _load(tiny_checkpoint)
+    backend = MusicgenBackend(loaded, max_batch=2)
+    backend.admit("healthy", MIXED[1])
+    backend.step()
+    backend.admit("broken", MIXED[0])
+    # A NaN in one slot's text keys poisons only that slot's logits, as an overflow would.
+    backend._state.cache.cross_keys[:, 1] = float("nan")  # type: ignore[union-attr]
+    outcomes: dict[str, Outcome] = {}
+    while backend.has_work:
+        outcomes.update((o.request_id, o) for o in backend.step().finished)
+    assert outcomes["broken"].status == "failed" and outcomes["broken"].result is None
+    assert "non-finite values (NaN or infinity)" in (outcomes["broken"].error or "")
+    assert outcomes["healthy"].status == "completed"
+
+
+def test_non_finite_audio_fails_the_request(
+    mono: loading.LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_codec(model: Any, codes: list[torch.Tensor]) -> list[np.ndarray]:
+        audio = decode_audio(model, codes)
+        for samples in audio:
+            samples[0, 100] = np.inf
+        return audio
+
+    monkeypatch.setattr(backend_module, "decode_audio", broken_codec)
+    _, outcome = _alone(mono, MIXED[1], monkeypatch)
+    assert outcome.status == "failed" and "1 of 32,000 samples" in (outcome.error or "")
+
+
+def test_memory_budget_makes_requests_wait_or_refuses_what_never_fits(mono: loading.LoadedModel) -> None:
+    geometry = SlotGeometry.of(mono.model)
+    one_slot = geometry.batch_bytes(1, 256, 64)  # a 1 s request: 53 steps round up to one 256-position bucket
+    free = {"bytes": int(1.5 * one_slot / 0.9)}
+    backend = MusicgenBackend(mono, max_batch=8, free_bytes=lambda device: free["bytes"])
+    short = MIXED[1]
+    assert backend.can_admit(short).decision is Decision.NOW
+    backend.admit("a", short)
+    free["bytes"] = int(0.5 * one_slot)  # the first slot took its share
+    later = backend.can_admit(short)
+    assert later.decision is Decision.LATER and "free" in later.reason
+    while backend.has_work:
+        backend.step()
+    free["bytes"] = 10
+    never = MusicgenBackend(mono, max_batch=8, free_bytes=lambda device: free["bytes"]).can_admit(short)
+    assert never.decision is Decision.NEVER and "shorter duration" in never.reason
+    # The formula: self-attention K/V of both guidance rows, cross K/V, mask, logits buffers, codes.
+    config = mono.model.decoder.config
+    layers, hidden = config.num_hidden_layers, config.hidden_size
+    expected = (
+        2 * layers * 2 * hidden * 256 * 4 + layers * 2 * hidden * 64 * 4 + 64 + 8 * 4 * 2048 * 4 + 4 * 256 * 8
     )
-    totals = [53, 65]  # 50 frames/s (1.23 s rounds up to 62 frames) + 3 steps of delay-pattern tail
-    assert calls == [(step, totals) for step in range(1, 66)]
-    for samples, request in zip(audio, requests, strict=True):
-        assert samples is not None and samples.dtype == np.float32
-        assert samples.shape == (2, round(request.duration * 32_000))
-        assert np.isfinite(samples).all()
+    assert one_slot == expected
 
 
-def test_cancelled_row_stops_and_leaves_the_others_alone(mono: loading.LoadedModel) -> None:
-    long = GenerationRequest(prompt="ambient synth pad", duration=1.5)
-    short = GenerationRequest(prompt="chiptune melody", duration=1.0)
-    steps_seen: list[int] = []
-    cancel_after = 10
-
-    def is_cancelled(row: int) -> bool:
-        return row == 0 and len(steps_seen) >= cancel_after
-
-    result = decode.generate_batch(
-        mono.model,
-        mono.processor,
-        [long, short],
-        [5, 6],
-        CPU,
-        on_step=lambda step, totals: steps_seen.append(step),
-        is_cancelled=is_cancelled,
-    )
-    assert result[0] is None
-    # With the long row gone, the batch ends when the short one is done.
-    assert steps_seen == list(range(1, 54))
-    (alone,) = decode.generate_batch(mono.model, mono.processor, [short], [6], CPU)
-    assert result[1] is not None and alone is not None
-    np.testing.assert_array_equal(result[1], alone)
+def test_validation_names_the_fields(mono: loading.LoadedModel) -> None:
+    backend = MusicgenBackend(mono, max_batch=2)
+    with pytest.raises(InvalidRequest) as raised:
+        backend.validate("generate", {"prompt": "x", "duration": 45, "top_k": -1})
+    assert [error.field for error in raised.value.errors] == ["duration", "top_k"]
+    assert "duration: must be in [1, 30] seconds (got 45" in str(raised.value)
+    with pytest.raises(InvalidRequest, match="operation: 'separate' is not supported"):
+        backend.validate("separate", {"prompt": "x"})
+    capabilities = backend.capabilities
+    assert capabilities.family == "musicgen" and capabilities.operations == {"generate"}
+    assert capabilities.parameters["duration"].maximum == capabilities.max_duration_s == 30
+    assert (capabilities.sample_rate, capabilities.channels, capabilities.max_batch) == (32_000, 1, 2)
 
 
 def _row_by_row(scores: torch.Tensor, requests: list[GenerationRequest]) -> torch.Tensor:
@@ -180,7 +325,8 @@ def test_per_row_filters_and_guidance_match_transformers_processors() -> None:
     logits = torch.randn((2 * len(requests), 4, 2048), generator=generator) * 3
     params = SamplingParams.from_requests(requests, 2048, CPU)
 
-    guided = guide(logits, params.guidance_scale)
+    cond, uncond = logits.chunk(2)
+    guided = guide(cond, uncond, params.guidance_scale)
     for row, request in enumerate(requests):
         pair = logits[[row, row + len(requests)]].flatten(0, 1)  # cond then uncond, as generate lays them out
         if request.guidance_scale > 1:
@@ -214,22 +360,25 @@ def test_sampling_follows_the_distribution_and_top_k_one_is_greedy() -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_graph_decoding_matches_eager_decoding(
-    tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+def test_cuda_graphs_match_eager_decoding_and_are_captured_once_per_bucket(
+    tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cuda = torch.device("cuda")
-    loaded = _load(tiny_checkpoint, cuda)
-    requests = [
-        GenerationRequest(prompt="warm piano", duration=1.0, top_k=1),
-        GenerationRequest(prompt="dark techno", duration=1.5, top_k=50, temperature=0.9),
-    ]
-    graphed = _codes(loaded, requests, [3, 4], cuda)
-    assert "capture failed" not in caplog.text
-    monkeypatch.setenv(decode.CUDA_GRAPH_ENV, "0")
-    eager = _codes(loaded, requests, [3, 4], cuda)
-    for with_graph, without in zip(graphed, eager, strict=True):
-        assert with_graph is not None and without is not None
-        assert torch.equal(with_graph, without)
+    loaded = _load(tiny_checkpoint, torch.device("cuda"))
+    greedy = [r.model_copy(update={"top_k": 1}) for r in MIXED]
+    codes = {}
+    for graphs in (True, False):
+        backend = MusicgenBackend(loaded, max_batch=4, cuda_graphs=graphs)
+        run = Run(backend, monkeypatch)
+        run({0: [("a", greedy[0])], 3: [("b", greedy[1])], 7: [("c", greedy[2])]})
+        codes[graphs] = run.codes
+        if graphs:
+            captured = backend.graph_captures
+            run2 = Run(backend, monkeypatch)
+            run2({0: [("a", greedy[0])], 3: [("b", greedy[1])], 7: [("c", greedy[2])]})
+            assert backend.graph_captures == captured  # reused across batches
+            assert all(torch.equal(run2.codes[k], run.codes[k]) for k in run.codes)
+    for name in ("a", "b", "c"):
+        assert torch.equal(codes[True][name], codes[False][name])
 
 
 def test_benchmark_smoke(tiny_checkpoint: Path, tmp_path: Path) -> None:

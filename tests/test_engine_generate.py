@@ -10,9 +10,11 @@ import pyloudnorm
 import pytest
 import torch
 
-from engine import EngineError, GenerationRequest, MusicEngine, reference
+from engine import EngineError, GenerationRequest, MusicEngine
 from engine.audio import postprocess
-from engine.checkpoints import build_random_checkpoint
+from engine.backend import StepReport
+from engine.musicgen import reference
+from engine.musicgen.checkpoints import build_random_checkpoint
 
 DURATION = 1.01  # 32,320 samples: not a whole number of 640-sample EnCodec frames
 
@@ -93,41 +95,44 @@ def test_loudness_off_only_fades_and_limits(mono_reference: MusicEngine, tiny_ch
 
 
 def test_progress_sees_every_step_once(stereo: MusicEngine) -> None:
-    seen: list[tuple[int, list[int]]] = []
+    seen: list[StepReport] = []
     sampling = {"guidance_scale": 0.5, "top_k": 0, "top_p": 0.9, "temperature": 0.7}
-    stereo.generate(
-        [make_request(duration=1.0, **sampling)], on_step=lambda step, totals: seen.append((step, totals))
-    )
+    stereo.generate([make_request(duration=1.0, **sampling)], on_step=seen.append)
     total = 50 * 1 + 3
-    assert [step for step, _ in seen] == list(range(1, total + 1))
-    assert all(totals == [total] for _, totals in seen)
+    # One report per step; the last carries the outcome instead of progress.
+    assert len(seen) == total
+    assert [report.progress["0"].done for report in seen[:-1]] == list(range(1, total))
+    assert all(report.progress["0"].total == total for report in seen[:-1])
+    [outcome] = seen[-1].finished
+    assert outcome.status == "completed" and outcome.result is not None and outcome.result.steps == total
 
 
 def test_cancellation_returns_none_and_stops_decoding(mono: MusicEngine) -> None:
-    steps: list[int] = []
+    steps: list[StepReport] = []
     results = mono.generate(
-        [make_request(duration=5.0)],
-        on_step=lambda step, totals: steps.append(step),
-        is_cancelled=lambda row: len(steps) >= 5,
+        [make_request(duration=5.0)], on_step=steps.append, is_cancelled=lambda row: len(steps) >= 5
     )
     assert results == [None]
-    assert len(steps) <= 6 < mono.steps_for(5.0)
+    decoded = [report for report in steps if report.progress]
+    assert len(decoded) <= 6 < mono.steps_for(5.0)
+    assert [outcome.status for outcome in steps[-1].finished] == ["cancelled"]
 
 
 def test_reference_rows_run_in_turn_and_do_not_depend_on_position(mono_reference: MusicEngine) -> None:
     assert (mono_reference.backend, mono_reference.max_batch_size) == ("reference", 1)
-    seen: list[tuple[int, list[int]]] = []
+    seen: list[StepReport] = []
     cancelled, alone, second = mono_reference.generate(
         [make_request(seed=1), make_request(seed=3), make_request(seed=2, duration=1.0, guidance_scale=0.0)],
-        on_step=lambda step, totals: seen.append((step, totals)),
+        on_step=seen.append,
         is_cancelled=lambda row: row == 0,
     )
     [single] = mono_reference.generate([make_request(seed=3)])
     assert cancelled is None and alone is not None and single is not None and second is not None
     np.testing.assert_array_equal(alone.audio, single.audio)
-    # Rows run one after another: totals[i] is the step at which row i is done.
-    assert seen[-1] == (54 + 54 + 53, [54, 108, 161])
-    assert [step for step, _ in seen] == list(range(55, 162))
+    # One request at a time, each reporting its own steps, then its outcome.
+    running = [next(iter(report.progress)) for report in seen if report.progress]
+    assert running == ["1"] * 54 + ["2"] * 53  # each step of each; the step after its last brings the audio
+    assert [o.request_id for report in seen for o in report.finished] == ["1", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -138,11 +143,11 @@ def tiny_melody_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_melody_checkpoint_takes_the_reference_path(tiny_melody_checkpoint: Path) -> None:
     engine = MusicEngine.load(str(tiny_melody_checkpoint), device="cpu", dtype="float32")
     assert (engine.backend, engine.max_batch_size, engine.audio_channels) == ("reference", 1, 1)
-    steps: list[int] = []
-    [result] = engine.generate([make_request(duration=1.0)], on_step=lambda step, totals: steps.append(step))
+    steps: list[StepReport] = []
+    [result] = engine.generate([make_request(duration=1.0)], on_step=steps.append)
     assert result is not None and result.audio.shape == (1, 32_000)
     assert result.loudness_lufs == pytest.approx(-14.0, abs=0.5) and result.peak_dbfs <= -1.0
-    assert steps == list(range(1, 54))
+    assert [report.progress["0"].done for report in steps if report.progress] == list(range(1, 54))
     with pytest.raises(EngineError, match=r"backend 'batched'.*MusicgenMelodyForConditionalGeneration"):
         MusicEngine.load(str(tiny_melody_checkpoint), device="cpu", backend="batched")
 

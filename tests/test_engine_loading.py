@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from engine import EngineError, ModelNotAvailableError, MusicEngine, loading
+from engine.musicgen import loading as musicgen_loading
 
 
 def test_unknown_hub_id_offline_names_model_cache_and_fix(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(ModelNotAvailableError) as caught:
         MusicEngine.load("facebook/musicgen-does-not-exist", device="cpu")
@@ -37,32 +38,29 @@ def test_missing_local_checkpoint(tmp_path: Path, make: str) -> None:
 
 
 def test_alias_of_uncached_model_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setenv("DGX_MUSIC_MODEL", "stereo-large")
     with pytest.raises(ModelNotAvailableError, match="facebook/musicgen-stereo-large"):
-        MusicEngine.load(device="cpu")
+        MusicEngine.load("stereo-large", device="cpu")
 
 
-def test_dtype_override_and_invalid_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dtype_override_and_invalid_dtype() -> None:
     cpu = torch.device("cpu")
-    monkeypatch.setenv("DGX_MUSIC_DTYPE", "bfloat16")
-    assert loading.select_dtype(cpu) == torch.bfloat16
+    assert loading.select_dtype(cpu, "bfloat16") == torch.bfloat16
     assert loading.select_dtype(cpu, "float32") == torch.float32
     with pytest.raises(EngineError, match=r"dtype 'fp8'.*bfloat16, float16, float32"):
         loading.select_dtype(cpu, "fp8")
 
 
 def test_default_dtype_follows_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("DGX_MUSIC_DTYPE", raising=False)
     for native, expected in [(True, torch.bfloat16), (False, torch.float32)]:
         monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda native=native: native)
         assert loading.select_dtype(torch.device("cpu")) == expected
 
 
-def test_device_selection(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DGX_MUSIC_DEVICE", "cpu")
-    assert loading.select_device() == torch.device("cpu")
+def test_device_selection() -> None:
+    assert loading.select_device("cpu") == torch.device("cpu")
+    assert loading.select_device() == torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(EngineError, match="device 'tpu'"):
         loading.select_device("tpu")
     if not torch.cuda.is_available():
@@ -73,9 +71,9 @@ def test_device_selection(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_load_reports_facts_and_prints_nothing(
     tiny_stereo_checkpoint: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("DGX_MUSIC_MODEL", str(tiny_stereo_checkpoint))
-    monkeypatch.setenv("DGX_MUSIC_DTYPE", "float32")
-    engine = MusicEngine.load(device="cpu")
+    for name in ("DGX_MUSIC_MODEL", "DGX_MUSIC_DTYPE", "DGX_MUSIC_DEVICE", "DGX_MUSIC_BACKEND"):
+        monkeypatch.setenv(name, "ignored by engine")  # only mcp_server.config reads the environment
+    engine = MusicEngine.load(str(tiny_stereo_checkpoint), device="cpu", dtype="float32")
     assert capfd.readouterr().out == ""
     assert engine.model_id == str(tiny_stereo_checkpoint)
     assert (engine.device, engine.dtype) == ("cpu", "float32")
@@ -109,4 +107,16 @@ def test_int8_quantises_only_the_decoder_and_still_generates(tiny_checkpoint: Pa
 
 def test_int8_is_refused_off_the_cpu() -> None:
     with pytest.raises(EngineError, match=r"int8.*CPU"):
-        loading.load("unused", torch.device("meta"), torch.qint8)
+        musicgen_loading.load("unused", torch.device("meta"), torch.qint8)
+
+
+def test_engine_reads_no_environment() -> None:
+    """Settings reach engine as arguments; mcp_server.config is the only reader of DGX_MUSIC_*."""
+    engine_dir = Path(__file__).resolve().parents[1] / "engine"
+    readers = [
+        f"{path.relative_to(engine_dir.parent)}:{number}"
+        for path in sorted(engine_dir.rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if "os.environ" in line or "getenv" in line
+    ]
+    assert readers == []

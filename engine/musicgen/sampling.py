@@ -24,40 +24,52 @@ _TOP_P_OFF = 2.0  # a threshold no cumulative probability reaches: the filter ke
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """The sampling parameters of a batch, one entry per request, as tensors on the decode device."""
+    """Per-slot sampling parameters as tensors on the decode device, written in place as requests join."""
 
-    temperature: torch.Tensor  # (B,) float32
-    top_k: torch.Tensor  # (B,) int64; the vocabulary size where top-k is off
-    top_p: torch.Tensor  # (B,) float32; _TOP_P_OFF where top-p is off
-    guidance_scale: torch.Tensor  # (B,) float32; at most 1 means no guidance for that row
+    temperature: torch.Tensor  # (slots,) float32
+    top_k: torch.Tensor  # (slots,) int64; the vocabulary size where top-k is off
+    top_p: torch.Tensor  # (slots,) float32; _TOP_P_OFF where top-p is off
+    guidance_scale: torch.Tensor  # (slots,) float32; at most 1 means no guidance for that row
+
+    @classmethod
+    def empty(cls, slots: int, vocab_size: int, device: torch.device) -> SamplingParams:
+        """Neutral values (plain sampling) in every slot, so an unused slot computes finite numbers."""
+        return cls(
+            temperature=torch.ones(slots, device=device),
+            top_k=torch.full((slots,), vocab_size, dtype=torch.int64, device=device),
+            top_p=torch.full((slots,), _TOP_P_OFF, device=device),
+            guidance_scale=torch.ones(slots, device=device),
+        )
 
     @classmethod
     def from_requests(
         cls, requests: Sequence[GenerationRequest], vocab_size: int, device: torch.device
     ) -> SamplingParams:
-        def column(values: Iterable[float | int], dtype: torch.dtype) -> torch.Tensor:
-            return torch.tensor(list(values), dtype=dtype, device=device)
+        params = cls.empty(len(requests), vocab_size, device)
+        for slot, request in enumerate(requests):
+            params.write(slot, request, vocab_size)
+        return params
 
-        return cls(
-            temperature=column((r.temperature for r in requests), torch.float32),
-            # top_k 0 and top_p 0 (or 1) mean "off", as in audiocraft and the reference path.
-            top_k=column((min(r.top_k, vocab_size) or vocab_size for r in requests), torch.int64),
-            top_p=column((r.top_p if 0 < r.top_p < 1 else _TOP_P_OFF for r in requests), torch.float32),
-            guidance_scale=column((r.guidance_scale for r in requests), torch.float32),
+    def write(self, slot: int, request: GenerationRequest, vocab_size: int) -> None:
+        """Put ``request``'s parameters in ``slot``. top_k 0 and top_p 0 (or 1) mean "off", as in audiocraft
+        and the reference path."""
+        self.temperature[slot] = request.temperature
+        self.top_k[slot] = min(request.top_k, vocab_size) or vocab_size
+        self.top_p[slot] = request.top_p if 0 < request.top_p < 1 else _TOP_P_OFF
+        self.guidance_scale[slot] = request.guidance_scale
+
+    def prefix(self, slots: int) -> SamplingParams:
+        """The first ``slots`` slots (views: writes through them reach the buffers)."""
+        return SamplingParams(
+            self.temperature[:slots], self.top_k[:slots], self.top_p[:slots], self.guidance_scale[:slots]
         )
 
 
-def uses_guidance(requests: Sequence[GenerationRequest]) -> bool:
-    """Whether any row needs the unconditional half of the batch (transformers guides only above 1)."""
-    return any(request.guidance_scale > 1 for request in requests)
-
-
-def guide(logits: torch.Tensor, guidance_scale: torch.Tensor) -> torch.Tensor:
-    """Classifier-free guidance: ``logits`` (2B, K, V) holds the conditional rows, then the unconditional.
+def guide(cond: torch.Tensor, uncond: torch.Tensor, guidance_scale: torch.Tensor) -> torch.Tensor:
+    """Classifier-free guidance of (B, K, V) conditional and unconditional logits, per row.
 
     Rows with a scale of at most 1 take their conditional logits unchanged, as ``generate`` does for them.
     """
-    cond, uncond = logits.chunk(2)
     scale = guidance_scale[:, None, None]
     guided = uncond + (cond - uncond) * scale  # transformers' ClassifierFreeGuidanceLogitsProcessor, verbatim
     return torch.where(scale > 1, guided, cond)
@@ -78,7 +90,8 @@ def filter_logits(scores: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     # Top-p keeps the shortest prefix of the sorted tokens whose mass reaches p: a token stays while the mass
     # strictly before it is below p, so the most likely one always stays.
     probs = ordered.softmax(dim=-1)
-    kept = (probs.cumsum(dim=-1) - probs < params.top_p[:, None, None]).sum(dim=-1)
+    # (At least one even when the logits are NaN, so a broken row still indexes in range and can be failed.)
+    kept = (probs.cumsum(dim=-1) - probs < params.top_p[:, None, None]).sum(dim=-1).clamp_min(1)
     threshold = torch.maximum(kth, nth_largest(kept, ordered))
     return scores.masked_fill(scores < threshold, float("-inf"))
 

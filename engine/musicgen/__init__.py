@@ -1,0 +1,51 @@
+"""The MusicGen family: checkpoints loaded from the hub layout, decoded by our own batching step.
+
+- ``loading``: checkpoint, processor, device, dtype (int8 decoder on CPU);
+- ``decode``, ``kv_cache``, ``sampling``: one decode step over slots, each at its own position;
+- ``backend``: ``MusicgenBackend``, continuous batching behind ``engine.backend.Backend``;
+- ``reference``: transformers' ``generate`` (melody checkpoints, benchmarks' baseline, tests' reference);
+- ``memory``: bytes per slot from the model's config; ``checkpoints``: random checkpoints for tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.backend import Backend
+from engine.errors import EngineError
+
+BACKENDS = ("auto", "batched", "reference")
+
+
+def load_backend(
+    model_id: str,
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+    backend: str = "auto",
+    max_batch: int = 8,
+    cuda_graphs: bool = True,
+) -> Backend[Any]:
+    """Load ``model_id`` and wrap it. "auto": the batching backend where it supports the checkpoint
+    (text-conditioned MusicGen), transformers' ``generate`` for melody checkpoints; "batched" insists on the
+    former, "reference" forces the latter."""
+    from transformers import MusicgenForConditionalGeneration
+
+    from engine import loading
+    from engine.musicgen import loading as musicgen_loading
+    from engine.musicgen.backend import MusicgenBackend
+    from engine.musicgen.reference import ReferenceBackend
+
+    if backend not in BACKENDS:
+        raise EngineError(f"backend {backend!r} is not supported; use one of {', '.join(BACKENDS)}")
+    torch_device = loading.select_device(device)
+    loaded = musicgen_loading.load(model_id, torch_device, loading.select_dtype(torch_device, dtype))
+    batchable = isinstance(loaded.model, MusicgenForConditionalGeneration)
+    if backend == "batched" and not batchable:
+        raise EngineError(
+            "backend 'batched' does not support "
+            f"{type(loaded.model).__name__}; use backend 'reference' or 'auto'"
+        )
+    if backend == "reference" or not batchable:
+        return ReferenceBackend(loaded)
+    return MusicgenBackend(loaded, max_batch=max_batch, cuda_graphs=cuda_graphs)

@@ -1,0 +1,425 @@
+"""One MusicGen decode step over a batch of slots, built from transformers' own modules.
+
+``generate`` decodes one fixed batch with one set of sampling parameters, re-applies the codebook delay mask
+to the whole sequence and grows every layer's keys and values by concatenation at every step. This step runs
+the same weights differently:
+
+- each request's text is encoded once, and its cross-attention keys and values computed once, when it is
+  admitted into a slot (``encode_text``);
+- classifier-free guidance runs as a pair of rows per slot (conditional, unconditional); the unconditional
+  text states are zeros, and cross-attention has no biases, so on zero states it adds exactly zero: the
+  unconditional rows skip it;
+- every slot has its own position, temperature, top-k, top-p, guidance scale, length and ``torch.Generator``,
+  so requests of any durations and parameters share a step, and a slot freed by a finished or cancelled
+  request is taken by a new one at the next step boundary (its state is written in place: nothing else
+  changes shape, so a captured CUDA graph stays valid);
+- the delay pattern is computed per slot from its position and frame count; it is undone once, by a gather,
+  when the slot finishes;
+- keys and values live in a static cache (``engine.musicgen.kv_cache``) written at each row's own position.
+
+Two ways to run a step, both computing what ``generate`` computes for each row:
+
+- **exact** (CPU): attention reads exactly the positions each slot has written, no mask; consecutive slots
+  at the same position share one attention call. This makes a request's codes independent of its batch-mates
+  down to the last bit (a masked, longer attention differs from the exact one in the last bits);
+- **masked** (CUDA): fixed shapes, attention over a length bucket masked per row, as graph replay needs
+  (``CudaGraphs`` captures it once per batch-size and length bucket).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine.musicgen.kv_cache import CacheShape, SlotCache
+from engine.musicgen.sampling import SamplingParams, filter_logits, guide, sample
+from engine.request import GenerationRequest
+
+log = logging.getLogger(__name__)
+
+LENGTH_BUCKET = 256  # masked attention reads positions in multiples of this (CUDA graph buckets)
+TEXT_BUCKET = 64  # cross-attention buffers grow in multiples of this many text tokens
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The lengths of one request, fixed when it is admitted."""
+
+    samples: int  # audio samples returned
+    frames: int  # codec frames decoded (50 per second; the audio is trimmed to ``samples``)
+    steps: int  # decode steps: the frames plus the delay pattern's tail
+
+    @classmethod
+    def for_duration(cls, model: Any, duration: float) -> Plan:
+        codec = model.config.audio_encoder
+        hop = math.prod(codec.upsampling_ratios)
+        tail = model.decoder.num_codebooks // model.config.decoder.audio_channels - 1
+        samples = round(duration * codec.sampling_rate)
+        frames = -(-samples // hop)
+        return cls(samples=samples, frames=frames, steps=frames + tail)
+
+
+def round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def _split_heads(states: torch.Tensor, heads: int) -> torch.Tensor:
+    """(rows, tokens, hidden) -> (rows, heads, tokens, head_dim)."""
+    rows, tokens, _ = states.shape
+    return states.view(rows, tokens, heads, -1).transpose(1, 2)
+
+
+def _merge_heads(states: torch.Tensor) -> torch.Tensor:
+    """(rows, heads, tokens, head_dim) -> (rows, tokens, hidden)."""
+    rows, _, tokens, _ = states.shape
+    return states.transpose(1, 2).reshape(rows, tokens, -1)
+
+
+def tokenize(processor: Any, prompt: str, device: torch.device) -> Any:
+    return processor(text=[prompt], padding=True, return_tensors="pt").to(device)
+
+
+def encode_text(
+    model: Any, processor: Any, prompt: str, device: torch.device
+) -> list[tuple[torch.Tensor, ...]]:
+    """The text encoder, then every layer's cross-attention keys and values: (1, heads, tokens, head_dim)."""
+    inputs = tokenize(processor, prompt, device)
+    hidden = model.text_encoder(
+        input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
+    ).last_hidden_state
+    # The same projection and masking as MusicgenForConditionalGeneration.forward.
+    decoder_config = model.decoder.config
+    if (
+        model.text_encoder.config.hidden_size != decoder_config.hidden_size
+        and decoder_config.cross_attention_hidden_size is None
+    ):
+        hidden = model.enc_to_dec_proj(hidden)
+    hidden = hidden * inputs["attention_mask"][..., None]
+    heads = decoder_config.num_attention_heads
+    return [
+        (
+            _split_heads(layer.encoder_attn.k_proj(hidden), heads),
+            _split_heads(layer.encoder_attn.v_proj(hidden), heads),
+        )
+        for layer in model.decoder.model.decoder.layers
+    ]
+
+
+def runs(slots: Sequence[int], key: Callable[[int], int]) -> list[tuple[int, int, int]]:
+    """Consecutive slots with the same ``key`` as (start, end, key) half-open runs."""
+    groups: list[tuple[int, int, int]] = []
+    for slot in slots:
+        value = key(slot)
+        if groups and groups[-1][1] == slot and groups[-1][2] == value:
+            groups[-1] = (groups[-1][0], slot + 1, value)
+        else:
+            groups.append((slot, slot + 1, value))
+    return groups
+
+
+class DecodeState:
+    """Every per-slot buffer of a running batch; all allocated up front, all written in place."""
+
+    def __init__(self, model: Any, shape: CacheShape, device: torch.device) -> None:
+        config = model.decoder.config
+        self.device = device
+        self.vocab_size = int(config.vocab_size)
+        self.codebooks = int(model.decoder.num_codebooks)
+        self.start_token = int(model.generation_config.decoder_start_token_id)
+        self.delay = torch.arange(self.codebooks, device=device) // config.audio_channels
+        slots, length = shape.slots, shape.length
+        self.cache = SlotCache(shape, model.decoder.dtype, device)
+        self.tokens = torch.full((slots, self.codebooks), self.start_token, dtype=torch.long, device=device)
+        self.codes = torch.full(
+            (slots, self.codebooks, length), self.start_token, dtype=torch.long, device=device
+        )
+        self.position = torch.zeros(slots, dtype=torch.long, device=device)
+        self.live = torch.zeros(slots, dtype=torch.long, device=device)  # 1 for a slot that is decoding
+        self.frames = torch.zeros(slots, dtype=torch.long, device=device)
+        self.noise = torch.ones((slots, self.codebooks, self.vocab_size), dtype=torch.float32, device=device)
+        self.nonfinite = torch.zeros(slots, dtype=torch.bool, device=device)  # the row's logits went NaN/inf
+        self.params = SamplingParams.empty(slots, self.vocab_size, device)
+
+    @property
+    def shape(self) -> CacheShape:
+        return self.cache.shape
+
+    def grow(self, slots: int, length: int, text_length: int) -> bool:
+        """Room for ``slots`` slots of ``length`` positions and ``text_length`` text tokens, keeping every
+        slot's state; True when buffers were reallocated (captured graphs then no longer apply)."""
+        cache = self.cache.grown(slots, length, text_length)
+        if cache is self.cache:
+            return False
+        old = self.shape
+        new = cache.shape
+
+        def widened(tensor: torch.Tensor, fill: float | bool, trailing: tuple[int, ...] = ()) -> torch.Tensor:
+            size = (new.slots, *(trailing or tensor.shape[1:]))
+            grown = torch.full(size, fill, dtype=tensor.dtype, device=self.device)
+            index = (slice(0, old.slots), *(slice(0, size) for size in tensor.shape[1:]))
+            grown[index] = tensor
+            return grown
+
+        self.cache = cache
+        self.tokens = widened(self.tokens, self.start_token)
+        self.codes = widened(self.codes, self.start_token, (self.codebooks, new.length))
+        self.position = widened(self.position, 0)
+        self.live = widened(self.live, 0)
+        self.frames = widened(self.frames, 0)
+        self.noise = widened(self.noise, 1.0)
+        self.nonfinite = widened(self.nonfinite, False)
+        params = SamplingParams.empty(new.slots, self.vocab_size, self.device)
+        for mine, theirs in zip(
+            (self.params.temperature, self.params.top_k, self.params.top_p, self.params.guidance_scale),
+            (params.temperature, params.top_k, params.top_p, params.guidance_scale),
+            strict=True,
+        ):
+            theirs[: old.slots] = mine
+        self.params = params
+        return True
+
+    def start(
+        self, slot: int, request: GenerationRequest, plan: Plan, text: list[tuple[torch.Tensor, ...]]
+    ) -> None:
+        """Put a newly admitted request in ``slot``: text keys/values, parameters, position 0, frame count."""
+        for layer, (key, value) in enumerate(text):
+            self.cache.fill_text(slot, layer, key, value)
+        self.params.write(slot, request, self.vocab_size)
+        self.tokens[slot] = self.start_token
+        self.position[slot] = 0
+        self.frames[slot] = plan.frames
+        self.nonfinite[slot] = False
+        self.live[slot] = 1
+
+    def stop(self, slot: int) -> None:
+        """Free ``slot``: it stops advancing and writes (harmlessly) at its position 0 until reused."""
+        self.live[slot] = 0
+        self.position[slot] = 0
+
+    def frames_of(self, slot: int, frames: int) -> torch.Tensor:
+        """Undo the delay pattern for one slot: its (codebooks, frames) codes (a new tensor)."""
+        index = self.delay[:, None] + torch.arange(frames, device=self.device)
+        return self.codes[slot].gather(1, index)
+
+    @contextmanager
+    def preserved(self) -> Iterator[None]:
+        """Run a throw-away step (graph warm-up) without disturbing running slots. Cached keys/values need no
+        saving: the throw-away step writes each row's current position, which the real step rewrites before
+        anything reads it."""
+        saved = [tensor.clone() for tensor in (self.tokens, self.codes, self.position, self.nonfinite)]
+        try:
+            yield
+        finally:
+            for tensor, copy in zip(
+                (self.tokens, self.codes, self.position, self.nonfinite), saved, strict=True
+            ):
+                tensor.copy_(copy)
+
+
+class DecodeStep:
+    """The model's decoder modules applied to the first ``slots`` slots of a ``DecodeState``."""
+
+    def __init__(self, model: Any) -> None:
+        decoder = model.decoder.model.decoder
+        config = model.decoder.config
+        self.layers = decoder.layers
+        self.embed_tokens = decoder.embed_tokens
+        self.final_norm = decoder.layer_norm
+        self.lm_heads = model.decoder.lm_heads
+        self.heads = config.num_attention_heads
+        self.embed_positions = decoder.embed_positions
+
+    def ensure_positions(self, length: int) -> None:
+        if self.embed_positions.weights.size(0) < length:  # as transformers does lazily
+            self.embed_positions.make_weights(length, self.embed_positions.embedding_dim)
+
+    def exact(self, state: DecodeState, slots: int, live: Sequence[int], positions: Sequence[int]) -> None:
+        """One step, attention reading exactly each slot's written positions. ``live`` are the decoding
+        slots (< ``slots``) and ``positions[slot]`` their host-side positions."""
+        self_runs = runs(live, lambda slot: positions[slot])
+        text_runs = runs(live, lambda slot: state.cache.text_tokens[slot])
+        self._step(state, slots, ("exact", self_runs, text_runs))
+
+    def masked(self, state: DecodeState, slots: int, length: int) -> None:
+        """One step with fixed shapes: attention over ``length`` positions, masked per row."""
+        self._step(state, slots, ("masked", length))
+
+    def _step(self, state: DecodeState, slots: int, mode: tuple[Any, ...]) -> None:
+        # Same arithmetic, in the same order, as MusicgenDecoder.forward for one new token per row.
+        tokens = state.tokens[:slots]
+        hidden = self.embed_tokens[0](tokens[:, 0])
+        for codebook in range(1, len(self.embed_tokens)):
+            hidden = hidden + self.embed_tokens[codebook](tokens[:, codebook])
+        hidden = hidden[:, None].repeat_interleave(2, dim=0)  # rows 2i, 2i+1: slot i with and without text
+        position = state.position[:slots]
+        row_position = position.repeat_interleave(2)
+        hidden = hidden + self.embed_positions.weights.index_select(0, row_position)[:, None]
+        causal = None
+        if mode[0] == "masked":
+            causal = (torch.arange(mode[1], device=state.device) <= row_position[:, None]).view(
+                2 * slots, 1, 1, -1
+            )
+        for index, layer in enumerate(self.layers):
+            hidden = self._layer(state, index, layer, hidden, row_position, mode, causal)
+        hidden = self.final_norm(hidden)
+        logits = torch.stack([head(hidden) for head in self.lm_heads], dim=1)[:, :, 0].float()
+        pairs = logits.view(slots, 2, *logits.shape[1:])
+        state.nonfinite[:slots] |= ~torch.isfinite(pairs).flatten(1).all(dim=1)
+
+        params = state.params.prefix(slots)
+        scores = guide(pairs[:, 0], pairs[:, 1], params.guidance_scale)
+        sampled = sample(filter_logits(scores, params), state.noise[:slots])
+        # The delay pattern: codebook k of a C-codebook channel lags k steps, so at step t a slot emits a real
+        # code for codebook k iff delay[k] <= t < delay[k] + frames, and the pad id everywhere else.
+        at = position[:, None]
+        emitted = (at >= state.delay) & (at < state.delay + state.frames[:slots, None])
+        next_tokens = torch.where(emitted, sampled, state.start_token)
+        tokens.copy_(next_tokens)
+        where = position[:, None, None].expand(slots, state.codebooks, 1)
+        state.codes[:slots].scatter_(2, where, next_tokens[:, :, None])
+        position += state.live[:slots]
+
+    def _layer(
+        self,
+        state: DecodeState,
+        index: int,
+        layer: Any,
+        hidden: torch.Tensor,
+        row_position: torch.Tensor,
+        mode: tuple[Any, ...],
+        causal: torch.Tensor | None,
+    ) -> torch.Tensor:
+        attention = layer.self_attn
+        normed = layer.self_attn_layer_norm(hidden)
+        query = _split_heads(attention.q_proj(normed), self.heads)
+        keys, values = state.cache.write(
+            index,
+            row_position,
+            _split_heads(attention.k_proj(normed), self.heads),
+            _split_heads(attention.v_proj(normed), self.heads),
+        )
+        if mode[0] == "masked":
+            length = mode[1]
+            attended = F.scaled_dot_product_attention(
+                query, keys[:, :, :length], values[:, :, :length], attn_mask=causal, scale=attention.scaling
+            )
+        else:
+            attended = torch.zeros_like(query)  # free slots in the prefix: finite filler nobody reads
+            for start, end, position in mode[1]:
+                rows = slice(2 * start, 2 * end)
+                attended[rows] = F.scaled_dot_product_attention(
+                    query[rows],
+                    keys[rows, :, : position + 1],
+                    values[rows, :, : position + 1],
+                    scale=attention.scaling,
+                )
+        hidden = hidden + attention.out_proj(_merge_heads(attended))
+
+        # Cross-attention, conditional rows only (see the module docstring), added in place.
+        attention = layer.encoder_attn
+        conditional = hidden[0::2]
+        query = _split_heads(attention.q_proj(layer.encoder_attn_layer_norm(conditional)), self.heads)
+        cross_keys, cross_values = state.cache.cross_keys[index], state.cache.cross_values[index]
+        slots = conditional.shape[0]
+        if mode[0] == "masked":
+            attended = F.scaled_dot_product_attention(
+                query,
+                cross_keys[:slots],
+                cross_values[:slots],
+                attn_mask=state.cache.cross_mask[:slots],
+                scale=attention.scaling,
+            )
+        else:
+            attended = torch.zeros_like(query)
+            for start, end, tokens in mode[2]:
+                attended[start:end] = F.scaled_dot_product_attention(
+                    query[start:end],
+                    cross_keys[start:end, :, :tokens],
+                    cross_values[start:end, :, :tokens],
+                    scale=attention.scaling,
+                )
+        conditional += attention.out_proj(_merge_heads(attended))
+
+        normed = layer.final_layer_norm(hidden)
+        return hidden + layer.fc2(layer.activation_fn(layer.fc1(normed)))
+
+
+class CudaGraphs:
+    """The masked step captured as a CUDA graph once per (batch-size bucket, length bucket) and replayed.
+
+    Buckets are powers of two of slots and multiples of ``LENGTH_BUCKET`` positions, so a step reads no more
+    cache than its bucket needs. All graphs share one memory pool. They stay valid as long as the state's
+    buffers do; ``DecodeState.grow`` replaces buffers, and the owner then calls ``clear``.
+    """
+
+    def __init__(self, step: DecodeStep) -> None:
+        self.step = step
+        self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
+        self.pool: Any = None
+        self.captures = 0  # how many graphs were captured, for tests and the gpu check
+
+    @staticmethod
+    def bucket(slots: int, capacity: int) -> int:
+        return min(1 << max(0, slots - 1).bit_length(), capacity)
+
+    def clear(self) -> None:
+        self.graphs.clear()
+
+    def run(self, state: DecodeState, slots: int, length: int) -> None:
+        key = (slots, length)
+        graph = self.graphs.get(key)
+        if graph is None:
+            graph = self._capture(state, slots, length)
+            self.graphs[key] = graph
+        graph.replay()
+
+    def _capture(self, state: DecodeState, slots: int, length: int) -> torch.cuda.CUDAGraph:
+        # Warm up on a side stream first (cuBLAS handles, lazy initialisation), as capture requires.
+        with state.preserved():
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self.step.masked(state, slots, length)
+            torch.cuda.current_stream().wait_stream(side)
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):  # recorded, not run: the state is untouched
+            self.step.masked(state, slots, length)
+        self.captures += 1
+        log.info("captured the decode step for %d slot(s) x %d positions as a CUDA graph", slots, length)
+        return graph
+
+
+@torch.inference_mode()
+def decode_audio(model: Any, codes: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    """EnCodec-decode each request's (codebooks, frames) codes to float32 (channels, samples); requests of
+    equal length share a call.
+
+    Stereo checkpoints interleave the left and right codebooks; each half is decoded on its own, as
+    ``generate`` does.
+    """
+    codec = model.audio_encoder
+    stereo = model.config.decoder.audio_channels == 2
+    by_length: dict[int, list[int]] = defaultdict(list)
+    for row, row_codes in enumerate(codes):
+        by_length[row_codes.shape[-1]].append(row)
+    audio: list[np.ndarray] = [np.empty(0)] * len(codes)
+    for rows in by_length.values():
+        batch = torch.stack([codes[row] for row in rows])[None]  # (1, rows, K, frames)
+        halves = [batch[:, :, 0::2], batch[:, :, 1::2]] if stereo else [batch]
+        values = torch.cat(
+            [codec.decode(half, audio_scales=[None] * len(rows)).audio_values for half in halves], dim=1
+        )
+        for position, row in enumerate(rows):
+            audio[row] = values[position].float().cpu().numpy()
+    return audio
