@@ -128,3 +128,27 @@ def is_hub_error(error: Exception) -> bool:
 def first_line(error: Exception) -> str:
     text = str(error).strip()
     return (text.splitlines()[0] if text else type(error).__name__)[:200]
+
+
+def checkpoint_bytes(model_id: str) -> int | None:
+    """Bytes of a checkpoint's weight files (a local directory, or the hub cache); None when unknown."""
+    if looks_like_path(model_id):
+        directory = Path(model_id).expanduser()
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(model_id, "config.json")
+        if not isinstance(cached, str):
+            return None
+        directory = Path(cached).parent
+    sizes = [path.stat().st_size for path in directory.glob("*.safetensors")]
+    return sum(sizes) or None
+
+
+def release_memory(device: str) -> None:
+    """Hand memory freed by an unloaded model back (Python's garbage, torch's CUDA cache)."""
+    import gc
+
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()

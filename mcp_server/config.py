@@ -44,7 +44,18 @@ class Settings(BaseModel):
         None, repr=False, min_length=16, description="Bearer token for HTTP transports."
     )
     database_url: str | None = Field(None, repr=False)
+    backend: Literal["auto", "batched", "reference"] = Field(
+        "auto", description="MusicGen decoding: our batching step (auto/batched) or transformers' generate."
+    )
+    cuda_graph: bool = Field(True, description="Capture the decode step as CUDA graphs (0 turns it off).")
     max_batch: int = Field(8, ge=1, le=64, description="Most jobs decoded together in one batch.")
+    model_wait_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="How long jobs for a model that is not loaded wait before busy models stop taking new "
+        "jobs so it can be loaded.",
+    )
     max_queue: int = Field(64, ge=1, le=100_000, description="Most pending jobs before new ones are refused.")
     job_timeout_s: float = Field(600.0, gt=0, le=86_400, description="A job running longer than this fails.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -149,6 +149,11 @@ class Job(BaseModel):
     started_at: datetime | None
     completed_at: datetime | None
     error: str | None = Field(description="Why the job failed, and what to do about it.")
+    stage: str | None = Field(
+        None,
+        description="What an unfinished job is doing: queued, loading model ..., waiting for memory, "
+        "decoding, decoding audio; null once it has ended.",
+    )
     audio: AudioInfo | None = Field(description="The result; present once status is completed.")
 
 
@@ -178,7 +183,9 @@ def audio_info(job_id: str, home: Path, generation: Any) -> AudioInfo | None:
     )
 
 
-def job_from_generation(generation: Any, home: Path, progress: float, queue_position: int | None) -> Job:
+def job_from_generation(
+    generation: Any, home: Path, progress: float, queue_position: int | None, stage: str | None = None
+) -> Job:
     """The public view of one ``storage.Generation`` row."""
     status = str(generation.status)
     return Job(
@@ -193,5 +200,6 @@ def job_from_generation(generation: Any, home: Path, progress: float, queue_posi
         started_at=generation.started_at,
         completed_at=generation.completed_at,
         error=generation.error,
+        stage=stage,
         audio=audio_info(generation.id, home, generation),
     )

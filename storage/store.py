@@ -416,6 +416,25 @@ class Store:
 
         return run_transaction(self.engine, work, write=False)
 
+    def pending_models(self) -> list[tuple[str, datetime, int]]:
+        """(model, oldest pending job's created_at, pending jobs) for every model with pending jobs, the
+        longest-waiting model first: what a worker needs to decide which model to serve next."""
+        statement = (
+            select(GenerationRow.model_name, func.min(GenerationRow.created_at), func.count())
+            .where(GenerationRow.status == Status.PENDING.value)
+            .group_by(GenerationRow.model_name)
+            .order_by(func.min(GenerationRow.created_at))
+        )
+
+        def work(session: Session) -> list[tuple[str, datetime, int]]:
+            rows = session.execute(statement).all()
+            return [
+                (str(model), oldest.replace(tzinfo=oldest.tzinfo or UTC), int(count))
+                for model, oldest, count in rows
+            ]
+
+        return run_transaction(self.engine, work, write=False)
+
     def count(self, status: Status | str | None = None) -> int:
         statement = select(func.count()).select_from(GenerationRow)
         if status is not None:

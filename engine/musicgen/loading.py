@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -26,8 +27,18 @@ class LoadedModel:
     memory_bytes: int
 
 
+# transformers builds models under process-wide state (a meta-device context while weights load): two loads
+# at once in one process corrupt each other, so they take turns.
+_ONE_LOAD_AT_A_TIME = threading.Lock()
+
+
 def load(model_id: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
     """Load the checkpoint's model class and processor onto ``device`` in ``dtype``, in eval mode."""
+    with _ONE_LOAD_AT_A_TIME:
+        return _load(model_id, device, dtype)
+
+
+def _load(model_id: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
     from transformers import (
         AutoConfig,
         MusicgenForConditionalGeneration,
