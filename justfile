@@ -24,6 +24,14 @@ validate-gpu:
     nvidia-smi -L || { echo "nvidia-smi failed: no NVIDIA driver on this machine" >&2; exit 1; }
     {{ py }} -m mcp_server.doctor --gpu
 
+# On a CUDA machine (<5 min): CUDA graphs vs eager decode, bf16 ms/step at batch 1/4/8, peak memory, 16 s wall.
+gpu-check *args:
+    {{ py }} -m bench.gpu_check {{ args }}
+
+# Requests arriving 0.25 s apart through the job service (and MCP stdio) against the same ones one at a time.
+bench-staggered *args:
+    {{ py }} -m bench.staggered --mcp {{ args }}
+
 # Load the configured model (DGX_MUSIC_MODEL), generate 16 s, report latency and peak memory against the targets.
 test-model:
     {{ py }} -m mcp_server.doctor --full

@@ -243,7 +243,10 @@ def _reporter(ctx: Context, service: JobService) -> Callable[[list[Job]], Awaita
         high_water = max(high_water, sum(done for done, _ in steps))  # progress must never go backwards
         total = max(high_water, sum(total for _, total in steps))
         finished = sum(job.status in TERMINAL for job in jobs)
-        states = ", ".join(f"{job.job_id[:8]} {job.status} {job.progress:.0%}" for job in jobs)
+        states = ", ".join(
+            f"{job.job_id[:8]} {job.status} {job.progress:.0%}" + (f" ({job.stage})" if job.stage else "")
+            for job in jobs
+        )
         message = f"{finished}/{len(jobs)} finished: {states}"
         if sent != (high_water, message):
             sent = (high_water, message)

@@ -55,20 +55,13 @@ class Run:
     """Drives a backend step by step: admissions and cancellations at chosen steps; records every report
     and the codes each request handed to EnCodec."""
 
-    def __init__(self, backend: MusicgenBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, backend: MusicgenBackend) -> None:
         self.backend = backend
         self.codes: dict[str, torch.Tensor] = {}
+        backend._record_codes = self.codes
         self.outcomes: dict[str, Outcome] = {}
         self.reports: list[StepReport] = []
         self.slots: dict[str, int | None] = {}
-        real_finish = backend._finish
-
-        def finish(rows: list[Any]) -> list[Outcome]:
-            for row in rows:
-                self.codes[row.request_id] = row.codes.clone()
-            return real_finish(rows)
-
-        monkeypatch.setattr(backend, "_finish", finish)
 
     def __call__(
         self,
@@ -94,7 +87,7 @@ class Run:
 def _alone(
     loaded: loading.LoadedModel, request: GenerationRequest, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[torch.Tensor, Outcome]:
-    run = Run(MusicgenBackend(loaded, max_batch=4), monkeypatch)
+    run = Run(MusicgenBackend(loaded, max_batch=4))
     outcomes = run({0: [("alone", request)]})
     return run.codes["alone"], outcomes["alone"]
 
@@ -159,7 +152,7 @@ MIXED = [
 def test_batch_composition_changes_no_request(
     mono: loading.LoadedModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run = Run(MusicgenBackend(mono, max_batch=4), monkeypatch)
+    run = Run(MusicgenBackend(mono, max_batch=4))
     outcomes = run({0: [(str(i), request) for i, request in enumerate(MIXED)]})
     for index, request in enumerate(MIXED):
         alone, _ = _alone(mono, request, monkeypatch)
@@ -175,7 +168,7 @@ def test_request_admitted_mid_batch_gives_the_same_codes_as_alone(
     mono: loading.LoadedModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     long, short, late = MIXED[2], MIXED[1], MIXED[0]
-    run = Run(MusicgenBackend(mono, max_batch=4), monkeypatch)
+    run = Run(MusicgenBackend(mono, max_batch=4))
     outcomes = run({0: [("long", long)], 10: [("short", short)], 31: [("late", late)]})
     for name, request in (("long", long), ("short", short), ("late", late)):
         alone, _ = _alone(mono, request, monkeypatch)
@@ -192,7 +185,7 @@ def test_request_admitted_mid_batch_gives_the_same_codes_as_alone(
 def test_a_cancelled_rows_slot_is_reused(mono: loading.LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:
     first, second, third = MIXED
     backend = MusicgenBackend(mono, max_batch=2)
-    run = Run(backend, monkeypatch)
+    run = Run(backend)
     # Two slots, both busy: a third request must wait ...
     backend.admit("first", first)
     backend.admit("second", second)
@@ -217,7 +210,7 @@ def test_progress_reports_every_step_with_each_requests_total(
         ("folk", GenerationRequest(prompt="acoustic folk guitar", duration=1.0, seed=1)),
         ("reggae", GenerationRequest(prompt="reggae skank", duration=1.23, seed=2)),
     ]
-    run = Run(MusicgenBackend(stereo, max_batch=4), monkeypatch)
+    run = Run(MusicgenBackend(stereo, max_batch=4))
     outcomes = run({0: requests})
     totals = {"folk": 53, "reggae": 65}  # 50 frames/s (1.23 s rounds up to 62 frames) + 3 steps of delay tail
     for step, report in enumerate(run.reports[:-1], start=1):
@@ -368,12 +361,12 @@ def test_cuda_graphs_match_eager_decoding_and_are_captured_once_per_bucket(
     codes = {}
     for graphs in (True, False):
         backend = MusicgenBackend(loaded, max_batch=4, cuda_graphs=graphs)
-        run = Run(backend, monkeypatch)
+        run = Run(backend)
         run({0: [("a", greedy[0])], 3: [("b", greedy[1])], 7: [("c", greedy[2])]})
         codes[graphs] = run.codes
         if graphs:
             captured = backend.graph_captures
-            run2 = Run(backend, monkeypatch)
+            run2 = Run(backend)
             run2({0: [("a", greedy[0])], 3: [("b", greedy[1])], 7: [("c", greedy[2])]})
             assert backend.graph_captures == captured  # reused across batches
             assert all(torch.equal(run2.codes[k], run.codes[k]) for k in run.codes)
@@ -408,3 +401,30 @@ def test_benchmark_smoke(tiny_checkpoint: Path, tmp_path: Path) -> None:
         assert row["ms_per_step"] > 0 and row["seconds_per_audio_second"] > 0 and row["peak_rss_mb"] > 0
     assert report["results"][0]["throughput_vs_baseline"] == 1.0
     assert "engine 2 concurrent" in completed.stdout
+
+
+def test_staggered_bench_smoke(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "staggered.json"
+    command = [sys.executable, "-m", "bench.staggered", "--tiny", "--checkpoint", str(tiny_checkpoint)]
+    completed = subprocess.run(
+        [*command, "--long", "2", "--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    rows = {row["name"]: row for row in json.loads(out.read_text())["results"]}
+    assert list(rows) == ["cold start", "solo", "staggered 2", "short after long"]
+    assert rows["staggered 2"]["throughput_vs_solo"] > 0 and len(rows["staggered 2"]["latencies"]) == 2
+    assert "of the long one's wall time" in rows["short after long"]["note"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_gpu_check_refuses_clearly_without_cuda() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.gpu_check"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert completed.returncode == 2
+    assert "needs a CUDA GPU" in completed.stderr and "deploy/torch.sh" in completed.stderr

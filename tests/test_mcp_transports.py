@@ -91,6 +91,26 @@ async def test_stdio_modern_session(tiny_checkpoint: Path, tmp_path: Path) -> No
     assert done["status"] == "completed"
 
 
+async def test_stdio_calls_made_one_after_another_share_the_running_batch(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    """Four generate_music calls with wait 0: each joins the batch already decoding instead of waiting for it
+    to end (bench/staggered.py --mcp measures the speed-up on the real architecture)."""
+    async with Client(stdio_params(tmp_path / "home", tiny_checkpoint)) as client:
+        ids = []
+        for seed in range(4):
+            arguments = {"prompt": "stdio burst", "duration": 3, "seed": seed, "wait_seconds": 0}
+            [job] = structured(await client.call_tool("generate_music", arguments))["jobs"]
+            ids.append(job["job_id"])
+        done = [
+            structured(await client.call_tool("job_status", {"job_id": job_id, "wait_seconds": 300}))
+            for job_id in ids
+        ]
+    assert [job["status"] for job in done] == ["completed"] * 4
+    first_done = min(job["completed_at"] for job in done)
+    assert all(job["started_at"] < first_done for job in done), done
+
+
 async def test_http_generate_poll_and_read_audio(token_server: str) -> None:
     async with http_client(token_server, TOKEN) as client:
         [job] = structured(

@@ -97,7 +97,12 @@ class MusicgenBackend(Backend[GenerationRequest]):
         cuda_graphs: bool = True,
         free_bytes: Callable[[torch.device], int] = memory.free_bytes,
         steps_in_flight: int = 2,
+        record_codes: dict[str, torch.Tensor] | None = None,
     ) -> None:
+        """``max_batch``: most requests decoding together. ``cuda_graphs``: capture the step on CUDA.
+        ``free_bytes``: how free memory is measured (for the budget). ``steps_in_flight``: CUDA steps queued
+        ahead of the one being accounted. ``record_codes``: when given, every completed request's codes
+        (codebooks × frames) are put there by id, for checks against other decoders."""
         model = loaded.model
         self._loaded = loaded
         self._model = model
@@ -106,6 +111,7 @@ class MusicgenBackend(Backend[GenerationRequest]):
         self._dtype = dtype_name(loaded.dtype)
         self._geometry = SlotGeometry.of(model)
         self._free_bytes = free_bytes
+        self._record_codes = record_codes
         config = model.config
         self.capabilities = Capabilities(
             family="musicgen",
@@ -298,7 +304,10 @@ class MusicgenBackend(Backend[GenerationRequest]):
                 )
             else:
                 decodable.append(row)
-        audio = decode_audio(self._model, [row.codes for row in decodable if row.codes is not None])
+        codes = [row.codes for row in decodable if row.codes is not None]
+        if self._record_codes is not None:
+            self._record_codes.update(zip([row.request_id for row in decodable], codes, strict=True))
+        audio = decode_audio(self._model, codes)
         for row, samples in zip(decodable, audio, strict=True):
             outcomes.append(
                 audio_outcome(
