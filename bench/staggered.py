@@ -120,9 +120,10 @@ async def service_scenarios(args: argparse.Namespace, checkpoint: Path, scratch:
                 1,
                 latency,
                 [latency],
-                note=f"model load {jobs.worker.first_audio_seconds or 0:.1f} s to first audio in the worker",
+                note=f"worker start to first stored audio {jobs.worker.first_audio_seconds or 0:.1f} s",
             )
         )
+        print_row(results[-1])
     with service(scratch / "warm", checkpoint, args.dtype) as jobs:
         await ready(jobs)
         await timed_job(jobs, request(98, 1.0))  # warm-up: kernels, page faults of memory-mapped weights

@@ -188,6 +188,18 @@ def test_claim_takes_the_oldest_jobs_of_one_model(store: Store) -> None:
         store.count("done")
 
 
+def test_pending_models_lists_the_longest_waiting_model_first(store: Store) -> None:
+    assert store.pending_models() == []
+    b1 = store.create("1", "model-b", {})
+    store.create("2", "model-a", {})
+    store.create("3", "model-b", {})
+    models = store.pending_models()
+    assert [(model, count) for model, _, count in models] == [("model-b", 2), ("model-a", 1)]
+    assert models[0][1] == b1.created_at and models[0][1].tzinfo is not None
+    store.claim("model-b", 2)
+    assert [model for model, _, _ in store.pending_models()] == ["model-a"]
+
+
 def test_delete_removes_row_and_file(store: Store) -> None:
     job = store.create("to delete", MODEL, {})
     store.claim(MODEL, 1)
