@@ -374,19 +374,9 @@ def test_cuda_graphs_match_eager_decoding_and_are_captured_once_per_bucket(
         assert torch.equal(codes[True][name], codes[False][name])
 
 
-def test_benchmark_smoke(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
+def run_bench(module: str, *args: str) -> subprocess.CompletedProcess[str]:
     completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.benchmark",
-            "--tiny",
-            "--checkpoint",
-            str(tiny_checkpoint),
-            "--json",
-            str(out),
-        ],
+        [sys.executable, "-m", module, *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -394,6 +384,14 @@ def test_benchmark_smoke(tiny_checkpoint: Path, tmp_path: Path) -> None:
         check=False,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
+    return completed
+
+
+def test_benchmark_smoke(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    completed = run_bench(
+        "bench.benchmark", "--tiny", "--checkpoint", str(tiny_checkpoint), "--json", str(out)
+    )
     report = json.loads(out.read_text())
     names = [row["scenario"] for row in report["results"]]
     assert names == ["baseline generate", "engine 1 request", "engine 2 concurrent"]
@@ -405,16 +403,9 @@ def test_benchmark_smoke(tiny_checkpoint: Path, tmp_path: Path) -> None:
 
 def test_staggered_bench_smoke(tiny_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "staggered.json"
-    command = [sys.executable, "-m", "bench.staggered", "--tiny", "--checkpoint", str(tiny_checkpoint)]
-    completed = subprocess.run(
-        [*command, "--long", "2", "--json", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    run_bench(
+        "bench.staggered", "--tiny", "--checkpoint", str(tiny_checkpoint), "--long", "2", "--json", str(out)
     )
-    assert completed.returncode == 0, completed.stderr[-3000:]
     rows = {row["name"]: row for row in json.loads(out.read_text())["results"]}
     assert list(rows) == ["cold start", "solo", "staggered 2", "short after long"]
     assert rows["staggered 2"]["throughput_vs_solo"] > 0 and len(rows["staggered 2"]["latencies"]) == 2

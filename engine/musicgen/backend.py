@@ -29,7 +29,6 @@ from engine import memory
 from engine.backend import (
     Admission,
     Backend,
-    Capabilities,
     Decision,
     Outcome,
     Progress,
@@ -49,9 +48,9 @@ from engine.musicgen.decode import (
     tokenize,
 )
 from engine.musicgen.kv_cache import CacheShape
-from engine.musicgen.loading import LoadedModel
+from engine.musicgen.loading import LoadedModel, capabilities
 from engine.musicgen.memory import HEADROOM, SlotGeometry
-from engine.request import BOUNDS, GenerationRequest, request_parameters, validate_generation
+from engine.request import GenerationRequest, validate_generation
 from engine.results import audio_outcome, non_finite_message
 
 log = logging.getLogger(__name__)
@@ -112,17 +111,7 @@ class MusicgenBackend(Backend[GenerationRequest]):
         self._geometry = SlotGeometry.of(model)
         self._free_bytes = free_bytes
         self._record_codes = record_codes
-        config = model.config
-        self.capabilities = Capabilities(
-            family="musicgen",
-            model_id=loaded.model_id,
-            operations=frozenset({"generate"}),
-            parameters=request_parameters(),
-            max_duration_s=BOUNDS["duration"].high,
-            sample_rate=int(config.audio_encoder.sampling_rate),
-            channels=int(config.decoder.audio_channels),
-            max_batch=max_batch,
-        )
+        self.capabilities = capabilities(loaded, max_batch)
         self._step = DecodeStep(model)
         self._cuda = self._device.type == "cuda"
         self._graphs = CudaGraphs(self._step) if self._cuda and cuda_graphs else None

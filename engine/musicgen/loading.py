@@ -12,8 +12,10 @@ from typing import Any
 import torch
 
 from engine import loading
+from engine.backend import Capabilities
 from engine.errors import EngineError
 from engine.models import looks_like_path
+from engine.request import BOUNDS, request_parameters
 
 
 @dataclass(frozen=True)
@@ -138,3 +140,18 @@ def quantize_decoder_int8(model: Any) -> None:
         quantize_dynamic(
             model.decoder, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True
         )
+
+
+def capabilities(loaded: LoadedModel, max_batch: int) -> Capabilities:
+    """What a loaded MusicGen checkpoint offers a scheduler, batching up to ``max_batch`` requests."""
+    config = loaded.model.config
+    return Capabilities(
+        family="musicgen",
+        model_id=loaded.model_id,
+        operations=frozenset({"generate"}),
+        parameters=request_parameters(),
+        max_duration_s=BOUNDS["duration"].high,
+        sample_rate=int(config.audio_encoder.sampling_rate),
+        channels=int(config.decoder.audio_channels),
+        max_batch=max_batch,
+    )

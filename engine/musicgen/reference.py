@@ -25,10 +25,10 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from engine.audio import fit_length
-from engine.backend import Admission, Backend, Capabilities, Decision, Outcome, Progress, StepReport
+from engine.backend import Admission, Backend, Decision, Outcome, Progress, StepReport
 from engine.loading import dtype_name
-from engine.musicgen.loading import LoadedModel
-from engine.request import BOUNDS, GenerationRequest, request_parameters, validate_generation
+from engine.musicgen.loading import LoadedModel, capabilities
+from engine.request import GenerationRequest, validate_generation
 from engine.results import audio_outcome
 
 log = logging.getLogger(__name__)
@@ -155,19 +155,9 @@ class ReferenceBackend(Backend[GenerationRequest]):
     for the batching backend."""
 
     def __init__(self, loaded: LoadedModel) -> None:
-        config = loaded.model.config
         self._loaded = loaded
         self._dtype = dtype_name(loaded.dtype)
-        self.capabilities = Capabilities(
-            family="musicgen",
-            model_id=loaded.model_id,
-            operations=frozenset({"generate"}),
-            parameters=request_parameters(),
-            max_duration_s=BOUNDS["duration"].high,
-            sample_rate=int(config.audio_encoder.sampling_rate),
-            channels=int(config.decoder.audio_channels),
-            max_batch=1,
-        )
+        self.capabilities = capabilities(loaded, max_batch=1)
         self._held: _Held | None = None
         self._ended: list[Outcome] = []
 
