@@ -30,7 +30,7 @@ from engine import EngineError, GenerationRequest, resolve_model_id
 from engine.models import looks_like_path
 from mcp_server.config import Settings, describe_validation_error
 from mcp_server.schemas import TERMINAL, Job, job_from_generation
-from storage import Generation, IllegalTransition, NotFound, QueueFull, StorageError, Store
+from storage import AmbiguousId, Generation, IllegalTransition, NotFound, QueueFull, StorageError, Store
 
 if TYPE_CHECKING:  # torch and transformers load in the worker, so `initialize` is answered at once
     from engine import MusicEngine
@@ -55,7 +55,10 @@ class ServiceError(Exception):
 
 class UnknownJob(ServiceError):
     def __init__(self, job_id: str) -> None:
-        super().__init__(f"job_id {job_id!r} not found; list_history shows the jobs that exist")
+        super().__init__(
+            f"job_id {job_id!r} not found (give a job_id or a unique prefix of 8+ characters); "
+            "list_history shows the jobs that exist"
+        )
 
 
 class Changes:
@@ -186,10 +189,16 @@ class JobService:
         return await _in_thread(self._job, job_id)
 
     def _job(self, job_id: str) -> Job:
+        """The job with this id or unique id prefix (8+ characters, as `dgx-music history` shows them)."""
         try:
             generation = self.store.get(job_id)
         except NotFound:
             raise UnknownJob(job_id) from None
+        except AmbiguousId as exc:
+            raise ServiceError(
+                f"job_id {job_id!r} is the start of several jobs ({', '.join(exc.matches)}); "
+                "give more characters of the id"
+            ) from None
         return self._to_job(generation)
 
     def _to_job(self, generation: Generation) -> Job:
@@ -231,8 +240,9 @@ class JobService:
     async def cancel(self, job_id: str) -> Job:
         return await _in_thread(self._cancel, job_id)
 
-    def _cancel(self, job_id: str) -> Job:
-        job = self._job(job_id)
+    def _cancel(self, id_or_prefix: str) -> Job:
+        job = self._job(id_or_prefix)
+        job_id = job.job_id
         if job.status in ("completed", "failed"):
             raise ServiceError(
                 f"job_id {job_id!r} is already {job.status}; only pending or processing jobs can be cancelled"
@@ -266,7 +276,7 @@ class JobService:
         if job.status != "completed":
             raise ServiceError(f"job_id {job_id!r} is {job.status}; audio exists only for completed jobs")
         try:
-            return await _in_thread(self.store.open_audio, job_id)
+            return await _in_thread(self.store.open_audio, job.job_id)
         except StorageError as exc:  # missing or corrupted file: storage says how to repair it
             raise ServiceError(str(exc)) from None
 
