@@ -93,15 +93,19 @@ class MusicEngine:
         device: str | None = None,
         dtype: str | None = None,
         backend: str | None = None,
+        local_files_only: bool | None = None,
     ) -> MusicEngine:
         """Load ``model`` (alias, hub id or hub-layout directory), else ``DGX_MUSIC_MODEL``, else small.
 
         ``backend``: "auto" (default, or ``DGX_MUSIC_BACKEND``) uses the batched decode loop where it supports
         the checkpoint; "reference" forces transformers' ``generate``; "batched" insists on the loop.
+        ``local_files_only``: read the weights from the Hugging Face cache only (see ``loading.load``).
         """
         model_id = resolve_model_id(model or os.environ.get("DGX_MUSIC_MODEL") or DEFAULT_MODEL)
         torch_device = loading.select_device(device)
-        loaded = loading.load(model_id, torch_device, loading.select_dtype(torch_device, dtype))
+        loaded = loading.load(
+            model_id, torch_device, loading.select_dtype(torch_device, dtype), local_files_only
+        )
         log.info(
             "loaded %s on %s in %s: %.1f s, %.2f GB",
             model_id,

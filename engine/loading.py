@@ -129,8 +129,15 @@ def _tensor_bytes(model: Any) -> int:
     return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
 
 
-def load(model_id: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
-    """Load the checkpoint's model class and processor onto ``device`` in ``dtype``, in eval mode."""
+def load(
+    model_id: str, device: torch.device, dtype: torch.dtype, local_files_only: bool | None = None
+) -> LoadedModel:
+    """Load the checkpoint's model class and processor onto ``device`` in ``dtype``, in eval mode.
+
+    ``local_files_only`` keeps the hub out of it (the caller knows the weights are cached, or that the hub
+    cannot be reached: without it, transformers retries the network for tens of seconds before failing);
+    None = as HF_HUB_OFFLINE says.
+    """
     from transformers import (
         AutoConfig,
         MusicgenForConditionalGeneration,
@@ -143,7 +150,7 @@ def load(model_id: str, device: torch.device, dtype: torch.dtype) -> LoadedModel
     if looks_like_path(model_id) and not (Path(model_id).expanduser() / "config.json").is_file():
         raise _not_available(model_id, "config.json missing")
     source = str(Path(model_id).expanduser()) if looks_like_path(model_id) else model_id
-    options = {"local_files_only": _offline()}
+    options = {"local_files_only": _offline() if local_files_only is None else local_files_only}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     memory_before = _memory_now(device)

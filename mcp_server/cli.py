@@ -41,8 +41,9 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database schema: upgrade to the latest revision or show the current one.")
 app.add_typer(db_app, name="db")
 
-out = Console()
-err = Console(stderr=True)
+# soft_wrap: a message is one line however narrow the terminal (or the pipe, which rich takes as 80 columns).
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 class TransportName(enum.StrEnum):
@@ -358,12 +359,18 @@ def doctor(
 
 
 @app.command()
-def pull(model: Annotated[str, typer.Argument(help="Alias (small, medium, ...), hub id or path.")]) -> None:
+def pull(
+    model: Annotated[str, typer.Argument(help="Alias (small, medium, ...), hub id or path.")],
+    skip_if_offline: Annotated[
+        bool,
+        typer.Option("--skip-if-offline", help="When huggingface.co cannot be reached, say so and exit 0."),
+    ] = False,
+) -> None:
     """Download a model into the Hugging Face cache and check that it loads offline."""
     from mcp_server.pull import pull_model
 
     with user_errors():
-        pull_model(model, out)
+        pull_model(model, out, skip_if_offline=skip_if_offline)
 
 
 @db_app.command("upgrade")

@@ -132,6 +132,11 @@ class JobService:
             self._thread.join(timeout)
         self.changes.notify()
 
+    def running_job_ids(self) -> list[str]:
+        """The jobs this process's worker is decoding right now (none when idle or on standby)."""
+        with self._lock:
+            return list(self._batch.ids) if self._batch is not None else []
+
     def __enter__(self) -> JobService:
         return self.start()
 
@@ -339,16 +344,22 @@ class JobService:
         """The resident engine for ``model_id``, loading it (and dropping any other) when needed."""
         if self._engine is not None and self._engine_model == model_id:
             return self._engine
+        failed_before = self.worker_state
         self._engine, self._engine_model = None, None
         self.worker_state = f"loading {model_id}"
         log.info("loading %s", model_id)
         from engine import MusicEngine
+        from mcp_server.pull import cache_only
 
         try:
-            engine = MusicEngine.load(model_id, device=self.settings.device, dtype=self.settings.dtype)
+            local_only = cache_only(model_id)  # fails at once, with the fix, when the weights cannot come
+            engine = MusicEngine.load(
+                model_id, device=self.settings.device, dtype=self.settings.dtype, local_files_only=local_only
+            )
         except EngineError as exc:
+            if failed_before != f"load failed: {exc}":  # said once (at start-up) is enough
+                log.error("could not load %s: %s", model_id, exc)
             self.worker_state = f"load failed: {exc}"
-            log.error("could not load %s: %s", model_id, exc)
             raise
         except Exception as exc:
             self.worker_state = f"load failed: {type(exc).__name__}: {exc}"
