@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,17 +69,18 @@ def cached_snapshot(model_id: str) -> Path | None:
 
 def hub_reachable(endpoint: str | None = None) -> bool:
     """Whether the Hugging Face endpoint (HF_ENDPOINT) answers within a few seconds; remembered a minute."""
-    import httpx
     from huggingface_hub import constants
 
     url = endpoint or constants.ENDPOINT
     checked = _hub_checks.get(url)
     if checked is not None and time.monotonic() - checked[0] < HUB_CHECK_REMEMBERED_SECONDS:
         return checked[1]
-    try:
-        httpx.head(url, timeout=HUB_CHECK_SECONDS)  # any HTTP answer will do; proxies come from the env
+    try:  # the standard library: the hub client's own HTTP stack differs between huggingface_hub releases
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=HUB_CHECK_SECONDS).close()
         reachable = True
-    except httpx.HTTPError as error:
+    except urllib.error.HTTPError:  # any HTTP answer will do (proxies come from the environment)
+        reachable = True
+    except (OSError, ValueError) as error:  # refused, timed out, no DNS; ValueError: a malformed HF_ENDPOINT
         log.info("%s is not reachable (%s): models load from the local cache only", url, type(error).__name__)
         reachable = False
     _hub_checks[url] = (time.monotonic(), reachable)
