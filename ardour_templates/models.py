@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+
+# A path in results: a plain JSON string. pydantic's own schema for Path says `format: "path"`, which is not a
+# JSON Schema format; strict validators in MCP clients (Claude Code's ajv) warn about it on every listing.
+PathString = Annotated[Path, WithJsonSchema({"type": "string"})]
 
 
 class Clip(BaseModel):
@@ -24,8 +29,8 @@ class TrackInfo(BaseModel):
         description="1-based order of the track among the session's strips (ardour-mcp's ssid)"
     )
     name: str
-    file: Path = Field(description="the WAV inside interchange/NAME/audiofiles/")
-    source_file: Path = Field(description="the clip's original audio file")
+    file: PathString = Field(description="the WAV inside interchange/NAME/audiofiles/")
+    source_file: PathString = Field(description="the clip's original audio file")
     channels: int
     source_sample_rate: int
     resampled: bool
@@ -47,9 +52,9 @@ class SessionManifest(BaseModel):
     session_name: str = Field(description="the name actually used (sanitised, and numbered if it existed)")
     renamed: bool = Field(description="True when the name differs from requested_name")
     notes: list[str] = Field(description="why the name changed, in words")
-    session_dir: Path
-    ardour_file: Path
-    manifest_file: Path
+    session_dir: PathString
+    ardour_file: PathString
+    manifest_file: PathString
     sample_rate: int
     bpm: float
     meter: tuple[int, int]

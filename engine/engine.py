@@ -37,9 +37,12 @@ class MusicEngine:
         backend: str = "auto",
         max_batch: int = 8,
         cuda_graphs: bool = True,
+        local_files_only: bool | None = None,
     ) -> MusicEngine:
         """Load ``model`` (alias, hub id or hub-layout directory). ``device`` defaults to CUDA when available;
-        ``dtype`` to bf16 where the hardware computes it natively, else fp32."""
+        ``dtype`` to bf16 where the hardware computes it natively, else fp32. ``local_files_only``: read the
+        weights from the Hugging Face cache only (the caller knows they are cached, or that the hub cannot be
+        reached); None = as HF_HUB_OFFLINE says."""
         from engine.musicgen import load_backend
 
         model_id = resolve_model_id(model)
@@ -50,6 +53,7 @@ class MusicEngine:
             backend=backend,
             max_batch=max_batch,
             cuda_graphs=cuda_graphs,
+            local_files_only=local_files_only,
         )
         engine = cls(core)
         log.info(

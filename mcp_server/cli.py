@@ -1,13 +1,17 @@
-"""`dgx-music`: serve the MCP server, generate from the shell, browse the history, check and set up a host.
+"""`dgx-music`: serve the MCP server, generate from the shell, browse the history, export to Ardour, check and
+set up a host.
 
 Expected failures (bad input, unknown model, bad configuration) end with one ``error: ...`` line on stderr
-and exit status 1; a traceback means a bug.
+and exit status 1; a traceback means a bug. Commands that make a file print only its path on stdout (never
+wrapped, so ``P=$(dgx-music generate ...)`` works) and their human summary on stderr.
 """
 
 from __future__ import annotations
 
 import enum
+import json
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,14 +41,20 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database schema: upgrade to the latest revision or show the current one.")
 app.add_typer(db_app, name="db")
 
-out = Console()
-err = Console(stderr=True)
+# soft_wrap: a message is one line however narrow the terminal (or the pipe, which rich takes as 80 columns).
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 class TransportName(enum.StrEnum):
     stdio = "stdio"
     sse = "sse"
     http = "http"
+
+
+class ArrangementName(enum.StrEnum):
+    sequential = "sequential"
+    stacked = "stacked"
 
 
 Home = Annotated[Path | None, typer.Option("--home", help="Data directory (env DGX_MUSIC_HOME).")]
@@ -140,6 +150,9 @@ def generate(
     seed: Annotated[int | None, typer.Option(help="Seed for a reproducible result.")] = None,
     model: Model = None,
     out_file: Annotated[Path | None, typer.Option("--out", "-o", help="Also copy the WAV here.")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the job as one JSON object (as job_status returns it).")
+    ] = False,
     loudness: Annotated[float, typer.Option(help="Target integrated loudness, LUFS (-40 to -6).")] = -14.0,
     no_normalize: Annotated[
         bool, typer.Option("--no-normalize", help="Keep the level as generated.")
@@ -153,7 +166,10 @@ def generate(
     dtype: Dtype = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Generate one piece and keep it in the history, as the MCP server would."""
+    """Generate one piece and keep it in the history, as the MCP server would.
+
+    stdout gets only the WAV's path (or, with --json, the job); the summary goes to stderr.
+    """
     settings = load_settings(home=home, device=device, dtype=dtype, database_url=database_url)
     setup_logging("INFO", settings.log_file, stderr=False)
     from mcp_server.service import JobService
@@ -185,14 +201,22 @@ def generate(
     loudness_text = (
         "n/a (silence)" if job.audio.loudness_lufs is None else f"{job.audio.loudness_lufs:.1f} LUFS"
     )
-    out.print(f"[bold]{path}[/bold]", highlight=False)
-    out.print(
+    _print_result(job.model_dump_json() if as_json else str(path))
+    _note(
         f"job {job.job_id}  seed {job.params.seed}  {job.audio.duration_s:.2f} s  {loudness_text}  "
-        f"peak {job.audio.peak_dbfs:.1f} dBFS  wall {wall:.1f} s",
-        highlight=False,
-        markup=False,
-        soft_wrap=True,  # one line, whatever the terminal width, so scripts can read it
+        f"peak {job.audio.peak_dbfs:.1f} dBFS  wall {wall:.1f} s"
     )
+
+
+def _print_result(text: str) -> None:
+    """What a script captures: plain text on stdout, no markup, never wrapped at the terminal width."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _note(text: str) -> None:
+    """The human summary: one line on stderr."""
+    err.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
 async def _run_job(
@@ -244,7 +268,7 @@ def history(
         service = JobService(settings)
         jobs, _ = anyio.run(service.history, query, status, limit, None)
     if as_json:
-        out.print_json(data=[job.model_dump(mode="json") for job in jobs])
+        _print_result(json.dumps([job.model_dump(mode="json") for job in jobs], indent=2))
         return
     if not jobs:
         err.print("no generations match" if query or status else "no generations yet")
@@ -272,6 +296,51 @@ def _history_entry(job: Job) -> str:
 
 
 @app.command()
+def export(
+    job_ids: Annotated[
+        list[str], typer.Argument(help="Completed jobs, one track each: ids or unique 8+ character prefixes.")
+    ],
+    name: Annotated[str, typer.Option("--name", "-n", help="Session name (1-100 characters).")],
+    arrangement: Annotated[
+        ArrangementName, typer.Option(help="sequential (one after another) or stacked (all at 0).")
+    ] = ArrangementName.sequential,
+    gap: Annotated[
+        float, typer.Option(min=0, max=60, help="Seconds of silence between clips (sequential), 0-60.")
+    ] = 0.0,
+    bpm: Annotated[
+        float | None, typer.Option(min=20, max=300, help="Session tempo, 20-300 (default 120).")
+    ] = None,
+    osc: Annotated[bool, typer.Option("--osc", help="Turn on Ardour's OSC surface (UDP 3819).")] = False,
+    home: Home = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Write an Ardour session (DGX_MUSIC_HOME/sessions) with one track per job; prints the .ardour path."""
+    settings = load_settings(home=home, database_url=database_url)
+    setup_logging("WARNING", settings.log_file, stderr=False)
+    from mcp_server.export import export_jobs
+    from mcp_server.service import JobService
+
+    with user_errors():
+        service = JobService(settings)  # not started: exporting needs the history, not the model
+        manifest = anyio.run(
+            lambda: export_jobs(
+                service,
+                job_ids,
+                name,
+                arrangement="stacked" if arrangement is ArrangementName.stacked else "sequential",
+                gap_seconds=gap,
+                bpm=bpm,
+                enable_osc=osc,
+            )
+        )
+    _print_result(str(manifest.ardour_file))
+    renamed = f" (renamed: {'; '.join(manifest.notes)})" if manifest.renamed else ""
+    _note(
+        f"{len(manifest.tracks)} track(s), {manifest.length_s:.1f} s{renamed}; open: {manifest.open_command}"
+    )
+
+
+@app.command()
 def doctor(
     full: Annotated[
         bool, typer.Option("--full", help="Also generate and report latency and memory.")
@@ -282,7 +351,7 @@ def doctor(
     device: Device = None,
     dtype: Dtype = None,
 ) -> None:
-    """Check this host: Python packages, GPU, model cache, data directory, Ardour."""
+    """Check this host: torch, GPU, model weights, a short generation, data directory, database, Ardour."""
     settings = load_settings(home=home, model=model, device=device, dtype=dtype)
     from mcp_server.doctor import run_doctor
 
@@ -290,12 +359,18 @@ def doctor(
 
 
 @app.command()
-def pull(model: Annotated[str, typer.Argument(help="Alias (small, medium, ...), hub id or path.")]) -> None:
+def pull(
+    model: Annotated[str, typer.Argument(help="Alias (small, medium, ...), hub id or path.")],
+    skip_if_offline: Annotated[
+        bool,
+        typer.Option("--skip-if-offline", help="When huggingface.co cannot be reached, say so and exit 0."),
+    ] = False,
+) -> None:
     """Download a model into the Hugging Face cache and check that it loads offline."""
     from mcp_server.pull import pull_model
 
     with user_errors():
-        pull_model(model, out)
+        pull_model(model, out, skip_if_offline=skip_if_offline)
 
 
 @db_app.command("upgrade")

@@ -1,8 +1,10 @@
 """`dgx-music doctor`: prove this machine can serve music, one pass/fail line per thing that can block it.
 
 The checks run in the order a first-day DGX Spark install fails: the torch build, the GPU it sees, numerics on
-that GPU, the weights, a real generation, then the data directory and database. A failed check names itself
-and what to do; later checks that depend on it are skipped rather than failing with a confusing second error.
+that GPU, the weights, a real generation, then the data directory and database, and last Ardour (its
+command-line tools load a session this check writes; without them sessions are still written, unverified).
+A failed check names itself and what to do; later checks that depend on it are skipped rather than failing
+with a confusing second error.
 
 ``full`` (``just test-model``) also generates 16 s of audio and reports latency and peak memory against the
 project's targets; ``gpu_only`` (``just validate-gpu``) runs the device checks and requires CUDA.
@@ -24,12 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import psutil
+import soundfile as sf
 import torch
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from ardour_templates import ArdourExportError, Clip, export_session
+from ardour_templates.verify import find_tool, inspect_session
 from engine import EngineError, GenerationRequest, MusicEngine, resolve_model_id
 from engine.loading import cpu_has_native_bf16
 from engine.models import looks_like_path
@@ -420,6 +426,39 @@ class Doctor:
             "`dgx-music db upgrade` (or upgrade dgx-music if the database was made by a newer one)",
         )
 
+    def check_ardour(self) -> Check:
+        """ardourN-lua and ardourN-export present, and Ardour loads a session written the way export_to_ardour
+        writes one (a 1 s tone on one track)."""
+        try:
+            tools = [find_tool("lua"), find_tool("export")]
+        except ArdourExportError as error:
+            return Check(
+                "ardour",
+                "warn",
+                f"{error}; export_to_ardour still writes sessions, but nothing here can open or check them",
+            )
+        with tempfile.TemporaryDirectory(prefix="dgx-music-doctor-") as scratch:
+            root = Path(scratch)
+            tone = root / "tone.wav"
+            seconds = np.arange(32_000) / 32_000
+            sf.write(tone, (0.25 * np.sin(2 * np.pi * 440 * seconds)).astype(np.float32), 32_000)
+            try:
+                manifest = export_session(
+                    [Clip(path=tone, name="doctor tone")], "doctor-check", root, allowed_root=root
+                )
+                view = inspect_session(manifest.ardour_file)
+            except ArdourExportError as error:
+                return Check("ardour", "fail", f"{' and '.join(tools)} present, but: {_first_line(error)}")
+        names = [track.name for track in view.tracks]
+        if names != ["doctor tone"]:
+            return Check("ardour", "fail", f"Ardour loaded the test session with tracks {names}, not one")
+        return Check(
+            "ardour",
+            "pass",
+            f"{' and '.join(Path(tool).name for tool in tools)} load a session written here "
+            f"(1 track, {view.sample_rate} Hz)",
+        )
+
     def check_performance(self) -> list[Check]:
         """Generate each duration once with the loaded engine; the 16 s run is held to the targets."""
         if self.engine is None:
@@ -471,7 +510,13 @@ def run_doctor(
         doctor.check_matmul,
     ]
     if not gpu_only:
-        steps += [doctor.check_weights, doctor.check_generation, doctor.check_data_dir, doctor.check_database]
+        steps += [
+            doctor.check_weights,
+            doctor.check_generation,
+            doctor.check_data_dir,
+            doctor.check_database,
+            doctor.check_ardour,
+        ]
     doctor.run(steps)
     if full and not doctor.blockers:
         doctor.run([doctor.check_performance])

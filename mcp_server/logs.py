@@ -36,4 +36,8 @@ def setup_logging(level: str, log_file: Path | None, *, stderr: bool = True) -> 
         handler.setFormatter(formatter)
         root.addHandler(handler)
     root.setLevel(level)
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # Chatter that says nothing to an operator: alembic's plugin and dialect lines on every start (storage
+    # logs one line when it migrates), uvicorn's per-request and lifecycle lines (the server prints its own
+    # ready line; uvicorn's errors still show), and one line per HTTP request the hub client makes.
+    for name in ("alembic", "uvicorn.access", "uvicorn.error", "httpx", "httpx2"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

@@ -2,11 +2,19 @@
 
 The service runs with HF_HUB_OFFLINE=1, so a model is only usable once every file it needs is in the cache.
 The check after the download loads the model the way the service does, with the hub switched off.
+
+``cache_only`` is the service's one quick look before it loads a model: cached weights load with the hub
+switched off, and an uncached model on a machine that cannot reach the hub fails at once with what to run,
+instead of after transformers' half a minute of retries.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,8 +31,14 @@ from rich.progress import (
 )
 from tqdm.std import tqdm
 
-from engine import EngineError, MusicEngine, resolve_model_id
+from engine import EngineError, ModelNotAvailableError, MusicEngine, resolve_model_id
 from engine.models import looks_like_path
+
+log = logging.getLogger(__name__)
+
+HUB_CHECK_SECONDS = 3.0  # one connection attempt to the hub; a reachable hub answers far sooner
+HUB_CHECK_REMEMBERED_SECONDS = 60.0  # a job claimed right after start-up does not wait for a second check
+_hub_checks: dict[str, tuple[float, bool]] = {}  # endpoint -> (when checked, reachable)
 
 # Other weight formats are skipped when a repo also has safetensors (musicgen repos ship both: 2x download).
 NON_SAFETENSORS_WEIGHTS = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.h5", "*.msgpack", "*.onnx", "*.ot"]
@@ -51,6 +65,48 @@ def cached_snapshot(model_id: str) -> Path | None:
         return Path(snapshot_download(model_id, local_files_only=True))
     except LocalEntryNotFoundError:
         return None
+
+
+def hub_reachable(endpoint: str | None = None) -> bool:
+    """Whether the Hugging Face endpoint (HF_ENDPOINT) answers within a few seconds; remembered a minute."""
+    from huggingface_hub import constants
+
+    url = endpoint or constants.ENDPOINT
+    checked = _hub_checks.get(url)
+    if checked is not None and time.monotonic() - checked[0] < HUB_CHECK_REMEMBERED_SECONDS:
+        return checked[1]
+    try:  # the standard library: the hub client's own HTTP stack differs between huggingface_hub releases
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=HUB_CHECK_SECONDS).close()
+        reachable = True
+    except urllib.error.HTTPError:  # any HTTP answer will do (proxies come from the environment)
+        reachable = True
+    except (OSError, ValueError) as error:  # refused, timed out, no DNS; ValueError: a malformed HF_ENDPOINT
+        log.info("%s is not reachable (%s): models load from the local cache only", url, type(error).__name__)
+        reachable = False
+    _hub_checks[url] = (time.monotonic(), reachable)
+    return reachable
+
+
+def cache_only(model_id: str) -> bool:
+    """Whether to load ``model_id`` without the hub (True), or let the load download it (False).
+
+    Raises ``ModelNotAvailableError`` naming ``dgx-music pull`` when the model is in no cache and the hub is
+    out of reach (or switched off), so the job fails in seconds with the fix.
+    """
+    if looks_like_path(model_id):
+        return True
+    if cached_snapshot(model_id) is not None:  # updates come through `dgx-music pull`, never at serve time
+        return True
+    if not hub_offline() and hub_reachable():
+        return False
+    from huggingface_hub import constants
+
+    reason = "HF_HUB_OFFLINE is set" if hub_offline() else f"{constants.ENDPOINT} cannot be reached"
+    raise ModelNotAvailableError(
+        f"model {model_id!r} is not in the Hugging Face cache {constants.HF_HUB_CACHE} and {reason}; "
+        f"run `dgx-music pull {model_id}` on a machine that reaches huggingface.co (with this HF_HOME), "
+        "or set HF_HOME to a cache that has it"
+    )
 
 
 def weight_files(directory: Path) -> list[Path]:
@@ -83,8 +139,12 @@ def rich_tqdm(progress: Progress) -> type[tqdm]:
     return RichTqdm
 
 
-def pull_model(model: str, console: Console) -> None:
-    """Fetch ``model`` (alias, hub id or local directory) into the HF cache, then check it loads offline."""
+def pull_model(model: str, console: Console, *, skip_if_offline: bool = False) -> None:
+    """Fetch ``model`` (alias, hub id or local directory) into the HF cache, then check it loads offline.
+
+    ``skip_if_offline``: when the hub cannot be reached, say so and return instead of failing (the README's
+    first command pulls the default model on machines that can, and starts the server either way).
+    """
     model_id = resolve_model_id(model)
     if looks_like_path(model_id):
         directory = Path(model_id).expanduser().resolve()
@@ -103,6 +163,23 @@ def pull_model(model: str, console: Console) -> None:
                 "holds it to $HF_HOME/hub"
             )
         console.print(f"{model_id} is already cached at {snapshot} (offline: not checked for updates).")
+    elif not hub_reachable():
+        from huggingface_hub import constants
+
+        snapshot = cached_snapshot(model_id)
+        if snapshot is not None:
+            console.print(f"{model_id} is cached at {snapshot}; {constants.ENDPOINT} is out of reach.")
+        elif skip_if_offline:
+            console.print(
+                f"Skipped: {constants.ENDPOINT} cannot be reached, so {model_id} was not downloaded. The "
+                f"server starts without it; run `dgx-music pull {model_id}` once this machine is online."
+            )
+            return
+        else:
+            raise PullError(
+                f"cannot download {model_id}: {constants.ENDPOINT} does not answer (checked for "
+                f"{HUB_CHECK_SECONDS:g} s); check the network, HTTPS_PROXY or HF_ENDPOINT, then pull again"
+            )
     else:
         snapshot = _download(model_id, console)
         console.print(f"{model_id} is in the cache at {snapshot}.")

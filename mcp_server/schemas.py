@@ -1,8 +1,9 @@
 """The pydantic models of every tool's arguments and results: what MCP clients see as JSON schemas.
 
 Generation arguments take their description, default and bounds from ``engine.GenerationRequest`` so the
-schema an agent reads and the check that runs cannot drift apart; the engine's validator enforces them and
-its messages (which name the field and range) are passed on as tool errors.
+schema an agent reads and the check that runs cannot drift apart. They are enforced constraints, so one
+validation pass reports every bad argument of a call (worded by ``mcp_server.arguments``); the engine checks
+again, for the CLI and any other caller.
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ AUDIO_URI = "music://generations/{job_id}/audio"
 JOB_URI = "music://generations/{job_id}"
 
 _REQUEST_SCHEMA: dict[str, Any] = GenerationRequest.model_json_schema()["properties"]
-_SCHEMA_KEYS = ("minimum", "maximum", "exclusiveMinimum", "minLength", "maxLength")
+# JSON Schema bound -> the pydantic constraint that enforces it when the SDK validates a call's arguments.
+_CONSTRAINTS = {
+    "minimum": "ge",
+    "maximum": "le",
+    "exclusiveMinimum": "gt",
+    "minLength": "min_length",
+    "maxLength": "max_length",
+}
 
 
 # The engine's default of every generation parameter.
@@ -31,18 +39,18 @@ REQUEST_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _request_field(name: str) -> Any:
-    """A Field carrying the engine's description and bounds into the tool's input schema."""
+def _request_field(name: str, **extra: Any) -> Any:
+    """A Field with the engine's description and bounds, as enforced constraints: the SDK checks every
+    argument of a call in one pass and reports all that are out of range together (the engine checks
+    again)."""
     prop = _REQUEST_SCHEMA[name]
-    return Field(
-        description=prop.get("description"),
-        json_schema_extra={key: prop[key] for key in _SCHEMA_KEYS if key in prop},
-    )
+    bounds = {_CONSTRAINTS[key]: prop[key] for key in _CONSTRAINTS if key in prop}
+    return Field(description=prop.get("description"), **bounds, **extra)
 
 
 # --- tool arguments ---------------------------------------------------------------------------------------
 
-Prompt = Annotated[str, _request_field("prompt")]
+Prompt = Annotated[str, _request_field("prompt", pattern=r"\S")]  # not blank
 Duration = Annotated[float, _request_field("duration")]
 Seed = Annotated[int | None, _request_field("seed")]
 Temperature = Annotated[float, _request_field("temperature")]

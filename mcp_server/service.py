@@ -25,7 +25,7 @@ from engine.models import looks_like_path
 from mcp_server.config import Settings, describe_validation_error
 from mcp_server.schemas import TERMINAL, Job, job_from_generation
 from mcp_server.worker import Worker
-from storage import Generation, IllegalTransition, NotFound, QueueFull, StorageError, Store
+from storage import AmbiguousId, Generation, IllegalTransition, NotFound, QueueFull, StorageError, Store
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,10 @@ class ServiceError(Exception):
 
 class UnknownJob(ServiceError):
     def __init__(self, job_id: str) -> None:
-        super().__init__(f"job_id {job_id!r} not found; list_history shows the jobs that exist")
+        super().__init__(
+            f"job_id {job_id!r} not found (give a job_id or a unique prefix of 8+ characters); "
+            "list_history shows the jobs that exist"
+        )
 
 
 class Changes:
@@ -96,6 +99,10 @@ class JobService:
         """Stop the worker: running jobs stop at the next step boundary and go back to the queue."""
         self.worker.stop(timeout)
         self.changes.notify()
+
+    def running_job_ids(self) -> list[str]:
+        """The jobs this process's worker is decoding right now (none when idle or on standby)."""
+        return self.worker.running_job_ids()
 
     def __enter__(self) -> JobService:
         return self.start()
@@ -154,10 +161,16 @@ class JobService:
         return await _in_thread(self._job, job_id)
 
     def _job(self, job_id: str) -> Job:
+        """The job with this id or unique id prefix (8+ characters, as `dgx-music history` shows them)."""
         try:
             generation = self.store.get(job_id)
         except NotFound:
             raise UnknownJob(job_id) from None
+        except AmbiguousId as exc:
+            raise ServiceError(
+                f"job_id {job_id!r} is the start of several jobs ({', '.join(exc.matches)}); "
+                "give more characters of the id"
+            ) from None
         return self._to_job(generation)
 
     def _to_job(self, generation: Generation) -> Job:
@@ -213,8 +226,9 @@ class JobService:
     async def cancel(self, job_id: str) -> Job:
         return await _in_thread(self._cancel, job_id)
 
-    def _cancel(self, job_id: str) -> Job:
-        job = self._job(job_id)
+    def _cancel(self, id_or_prefix: str) -> Job:
+        job = self._job(id_or_prefix)
+        job_id = job.job_id
         if job.status in ("completed", "failed"):
             raise ServiceError(
                 f"job_id {job_id!r} is already {job.status}; only pending or processing jobs can be cancelled"
@@ -246,7 +260,7 @@ class JobService:
         if job.status != "completed":
             raise ServiceError(f"job_id {job_id!r} is {job.status}; audio exists only for completed jobs")
         try:
-            return await _in_thread(self.store.open_audio, job_id)
+            return await _in_thread(self.store.open_audio, job.job_id)
         except StorageError as exc:  # missing or corrupted file: storage says how to repair it
             raise ServiceError(str(exc)) from None
 

@@ -37,15 +37,54 @@ def serve(settings: Settings, transport: str = "stdio", host: str = "127.0.0.1",
         if transport == "stdio":
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, lambda signum, frame: _stop_and_exit(service, signum))
+            announce_ready(ready_line(settings, transport, host, port))
             anyio.run(app.run_stdio_async)
         else:
             asgi = http_app(app, settings, transport, host)
-            log.info("serving MCP over %s on http://%s:%d%s", transport, host, port, _path(transport))
             # uvicorn stops on SIGINT/SIGTERM itself; long-polls get 5 s to finish before they are cut.
             config = uvicorn.Config(
                 asgi, host=host, port=port, log_config=None, lifespan="on", timeout_graceful_shutdown=5
             )
-            uvicorn.Server(config).run()
+            try:
+                _ReadyServer(config, ready_line(settings, transport, host, port)).run()
+            except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled once it has shut down
+                pass
+            finally:
+                log.info("stopping: %s", _what_stopping_does(service))
+
+
+def ready_line(settings: Settings, transport: str, host: str, port: int) -> str:
+    """What the server prints once it accepts requests: where to connect, and what to send."""
+    if transport == "stdio":
+        where = "MCP over stdio (stdin/stdout)"
+    else:
+        name = "streamable HTTP" if transport == "http" else "SSE"
+        address = f"[{host}]" if ":" in host else host
+        where = f"MCP over {name} at http://{address}:{port}{_path(transport)}"
+        if settings.token:
+            where += " (send Authorization: Bearer $DGX_MUSIC_TOKEN)"
+    return (
+        f"dgx-music ready: {where}; model {settings.model} (loads in the background; the first generation "
+        f"waits for it); data in {settings.home}"
+    )
+
+
+def announce_ready(line: str) -> None:
+    """On stderr, whatever the log level: stdout is the stdio protocol, and people read stderr."""
+    print(line, file=sys.stderr, flush=True)
+
+
+class _ReadyServer(uvicorn.Server):
+    """uvicorn announcing readiness once its socket is bound, not before."""
+
+    def __init__(self, config: uvicorn.Config, ready: str) -> None:
+        super().__init__(config)
+        self._ready = ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            announce_ready(self._ready)
 
 
 def http_app(app: MCPServer, settings: Settings, transport: str, host: str) -> ASGIApp:
@@ -99,9 +138,16 @@ def _stop_and_exit(service: JobService, signum: int) -> None:
     """
 
     def stop_and_exit() -> None:
-        log.info("stopping on signal %d: the running batch goes back to the queue", signum)
+        log.info("stopping on signal %d: %s", signum, _what_stopping_does(service))
         service.stop()
         logging.shutdown()
         os._exit(0)
 
     threading.Thread(target=stop_and_exit, name="dgx-music-shutdown").start()
+
+
+def _what_stopping_does(service: JobService) -> str:
+    running = service.running_job_ids()
+    if not running:
+        return "no job was running"
+    return f"{len(running)} running job(s) go back to the queue: {', '.join(job[:8] for job in running)}"

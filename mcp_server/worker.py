@@ -119,6 +119,11 @@ class Worker:
             self._cancel_requested.add(job_id)
         self._wake.set()
 
+    def running_job_ids(self) -> list[str]:
+        """The jobs admitted into a running batch here (none when idle or on standby)."""
+        with self._lock:
+            return [job_id for job_id, (_, _, stage) in self._progress.items() if stage != "loading model"]
+
     def progress(self, job_id: str) -> tuple[int, int, str] | None:
         """(steps done on the device, steps needed, stage) of a claimed job; None when not claimed here."""
         with self._lock:
@@ -319,6 +324,7 @@ class Worker:
         """On a helper thread: the engine or the reason it could not load."""
         log.info("loading %s", model_id)
         from engine import EngineError, MusicEngine
+        from mcp_server.pull import cache_only
 
         settings = self.settings
         try:
@@ -329,6 +335,8 @@ class Worker:
                 backend=settings.backend,
                 max_batch=settings.max_batch,
                 cuda_graphs=settings.cuda_graph,
+                # fails at once, with the fix, when the weights cannot come (no hub retries for tens of s)
+                local_files_only=cache_only(model_id),
             )
         except EngineError as error:
             self._loads.put((model_id, None, str(error)))

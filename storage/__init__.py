@@ -2,6 +2,7 @@
 
 from storage.db import default_home
 from storage.errors import (
+    AmbiguousId,
     AudioIntegrityError,
     IllegalTransition,
     NotFound,
@@ -13,6 +14,7 @@ from storage.models import Status
 from storage.store import Generation, Page, RecoveryReport, Store
 
 __all__ = [
+    "AmbiguousId",
     "AudioIntegrityError",
     "Generation",
     "IllegalTransition",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import random
 import sqlite3
@@ -22,6 +23,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from storage.errors import StorageBusy
+
+log = logging.getLogger(__name__)
 
 DATABASE_FILE = "dgx-music.db"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -136,8 +139,11 @@ def _migration_lock(home: Path) -> Iterator[None]:
 
 def upgrade(engine: Engine, home: Path, revision: str = "head") -> None:
     """Migrate the database to `revision` (default head); a no-op when it is already there."""
-    if revision == "head" and current_revision(engine) == head_revision():
+    current = current_revision(engine)
+    if revision == "head" and current == head_revision():
         return
+    # One line for the whole migration: alembic's own INFO chatter is silenced by the application.
+    log.info("migrating the database from revision %s to %s", current or "none (new database)", revision)
     with _migration_lock(home), engine.execution_options(write=True).begin() as connection:
         config = alembic_config(engine.url.render_as_string(hide_password=False))
         config.attributes["connection"] = connection

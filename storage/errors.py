@@ -11,6 +11,18 @@ class NotFound(StorageError, LookupError):
     """No generation with that id (or it has no audio yet)."""
 
 
+class AmbiguousId(StorageError, LookupError):
+    """An id prefix that starts more than one generation's id."""
+
+    def __init__(self, prefix: str, matches: list[str]) -> None:
+        self.prefix = prefix
+        self.matches = matches
+        super().__init__(
+            f"id prefix {prefix!r} matches more than one generation ({', '.join(matches)}); "
+            "give more characters of the id"
+        )
+
+
 class IllegalTransition(StorageError):
     """A status change the job state machine does not allow."""
 

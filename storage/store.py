@@ -17,11 +17,13 @@ from sqlalchemy.orm import Session
 from storage import bwf, db, files
 from storage.cursor import Cursor, decode, encode, filters_digest
 from storage.db import run_transaction
-from storage.errors import AudioIntegrityError, IllegalTransition, NotFound, QueueFull
+from storage.errors import AmbiguousId, AudioIntegrityError, IllegalTransition, NotFound, QueueFull
 from storage.models import ALLOWED_SOURCES, PARAM_COLUMNS, GenerationRow, Status
 from storage.search import apply_search
 
 MAX_PAGE = 500
+MIN_ID_PREFIX = 8  # what `dgx-music history` shows; shorter prefixes would collide as the history grows
+SHOWN_MATCHES = 5  # ids listed when a prefix is ambiguous
 
 
 @dataclass(frozen=True)
@@ -326,7 +328,42 @@ class Store:
         return self._transition(generation_id, Status.PENDING, started_at=None)
 
     def get(self, generation_id: str) -> Generation:
-        return self._read(generation_id)
+        """The generation with this id, or with the only id that starts with it (8+ characters)."""
+        return self._read(self.resolve_id(generation_id))
+
+    def resolve_id(self, id_or_prefix: str) -> str:
+        """The full id for an exact id or a unique prefix of at least 8 characters.
+
+        Raises `NotFound` when nothing matches (or the prefix is shorter), `AmbiguousId` listing the matches
+        when several ids start with it.
+        """
+
+        def work(session: Session) -> list[str]:
+            if session.get(GenerationRow, id_or_prefix) is not None:
+                return [id_or_prefix]
+            if len(id_or_prefix) < MIN_ID_PREFIX:
+                return []
+            # A range on the primary key (its index serves it) instead of LIKE, whose case rules and
+            # wildcards differ between SQLite and PostgreSQL.
+            after = id_or_prefix[:-1] + chr(ord(id_or_prefix[-1]) + 1)
+            statement = (
+                select(GenerationRow.id)
+                .where(GenerationRow.id >= id_or_prefix, GenerationRow.id < after)
+                .order_by(GenerationRow.id)
+                .limit(SHOWN_MATCHES + 1)
+            )
+            return list(session.scalars(statement))
+
+        matches = run_transaction(self.engine, work, write=False)
+        if not matches:
+            raise NotFound(
+                f"no generation with id {id_or_prefix!r} (an id, or a unique prefix of {MIN_ID_PREFIX}+ "
+                "characters): list ids with history()"
+            )
+        if len(matches) > 1:
+            shown = matches[:SHOWN_MATCHES] + (["..."] if len(matches) > SHOWN_MATCHES else [])
+            raise AmbiguousId(id_or_prefix, shown)
+        return matches[0]
 
     def delete(self, generation_id: str) -> None:
         """Delete the row, then its file (a crash in between leaves an orphan file for recover(), never a

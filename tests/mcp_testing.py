@@ -104,6 +104,18 @@ def structured(result: CallToolResult) -> dict[str, Any]:
     return result.structured_content
 
 
+def waited_jobs(result: CallToolResult) -> dict[str, Any]:
+    """The structured result of a call that waited for jobs: a tool error exactly when one of them failed,
+    with why it failed first in the text."""
+    assert result.structured_content is not None, result.content
+    content = result.structured_content
+    failed = [job for job in content.get("jobs", [content]) if job["status"] == "failed"]
+    assert result.is_error == bool(failed), (result.is_error, content)
+    for job in failed:
+        assert f"job {job['job_id']} failed: {job['error']}" in error_text(result)
+    return content
+
+
 def error_text(result: CallToolResult) -> str:
     assert result.is_error, result.structured_content
     return " ".join(getattr(block, "text", "") for block in result.content)

@@ -219,13 +219,13 @@ def tool_text(result: CallToolResult) -> str:
 def is_crash(result: CallToolResult, tool: str) -> bool:
     """True when the server crashed inside the tool: the SDK then sends only "Error executing tool NAME".
 
-    A deliberate ToolError (and argument validation) arrives as "Error executing tool NAME: <message>".
+    A deliberate ToolError arrives as "Error executing tool NAME: <message>", rejected arguments as
+    "NAME: N invalid arguments, ...", a failed job as "job ID failed: <error>" followed by the job.
     """
     if not result.is_error:
         return False
     text = tool_text(result).strip()
-    prefix = f"Error executing tool {tool}"
-    return not text.startswith(prefix + ": ") or not text[len(prefix) + 2 :].strip()
+    return not text or text.rstrip(":") == f"Error executing tool {tool}"
 
 
 class CrashRecords(logging.Handler):

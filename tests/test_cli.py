@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +15,7 @@ import soundfile as sf
 from mcp_testing import DGX_MUSIC, server_env
 from typer.testing import CliRunner, Result
 
+from ardour_templates.verify import inspect_session
 from mcp_server.cli import app
 
 Run = Callable[..., Result]
@@ -39,8 +43,8 @@ def test_generate_keeps_the_take_in_the_history_and_copies_it(run: Run, tmp_path
     out = tmp_path / "takes" / "piano.wav"
     result = run("generate", "gentle piano arpeggio", "--duration", "1", "--seed", "3", "--out", str(out))
     assert result.exit_code == 0, result.output
-    assert str(out) in result.stdout and "LUFS" in result.stdout and "wall" in result.stdout
-    assert "seed 3" in result.stdout
+    assert result.stdout == f"{out}\n"  # only the path: the summary is for people, on stderr
+    assert "LUFS" in result.stderr and "wall" in result.stderr and "seed 3" in result.stderr
     samples, rate = sf.read(out, always_2d=True)
     assert samples.shape[0] == rate and abs(samples).max() > 0
 
@@ -103,3 +107,71 @@ def test_console_script_fails_in_one_line(tiny_checkpoint: Path, data_home: Path
     )
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.strip() == "error: duration: duration must be in [1, 30] seconds (got 31.0)"
+
+
+def test_scripts_get_only_the_path_unwrapped_and_json_on_request(tmp_path: Path) -> None:
+    """As a script runs it: stdout a pipe (no terminal, so rich would wrap at 80 columns), a long path, and
+    the tiny checkpoint made the way the README says."""
+    checkpoint = tmp_path / "tiny-checkpoint"
+    made = subprocess.run(
+        [sys.executable, "-m", "engine.musicgen.checkpoints", str(checkpoint)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert made.returncode == 0 and made.stdout == f"{checkpoint}\n", made.stderr
+    home = tmp_path / ("a-data-directory-with-a-long-name-" * 3) / "home"
+    env = server_env(home, checkpoint)
+    env.pop("COLUMNS", None)
+    take = subprocess.run(
+        [DGX_MUSIC, "generate", "tape-saturated drums", "--duration", "1", "--seed", "5"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert take.returncode == 0, take.stderr
+    [path] = take.stdout.splitlines()
+    assert take.stdout == path + "\n" and len(path) > 80 and Path(path).is_file()
+    assert path.startswith(str(home / "outputs")) and path.endswith(".wav")
+    assert "seed 5" in take.stderr and "wall" in take.stderr
+    as_json = subprocess.run(
+        [DGX_MUSIC, "generate", "tape-saturated drums", "--duration", "1", "--seed", "5", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert as_json.returncode == 0, as_json.stderr
+    job = json.loads(as_json.stdout)  # one object, nothing else on stdout
+    assert (
+        job["status"] == "completed" and job["params"]["seed"] == 5 and Path(job["audio"]["path"]).is_file()
+    )
+
+
+def test_export_writes_an_ardour_session_from_short_ids(run: Run, data_home: Path) -> None:
+    ids = []
+    for seed in ("1", "2"):
+        result = run("generate", "modular synth sequence", "--duration", "1", "--seed", seed, "--json")
+        assert result.exit_code == 0, result.output
+        ids.append(json.loads(result.stdout)["job_id"])
+    listed = run("history", "modular")
+    assert all(job_id[:8] in listed.stdout for job_id in ids)
+
+    exported = run("export", ids[0][:8], ids[1][:8], "--name", "Synth takes", "--gap", "0.5")
+    assert exported.exit_code == 0, exported.output
+    ardour_file = Path(exported.stdout.strip())
+    assert exported.stdout == f"{ardour_file}\n" and ardour_file.is_file() and ardour_file.suffix == ".ardour"
+    assert ardour_file.is_relative_to(data_home / "sessions") and "2 track(s)" in exported.stderr
+    manifest = json.loads((ardour_file.parent / "manifest.json").read_text())
+    assert [track["name"] for track in manifest["tracks"]] == [
+        "modular synth sequence",
+        "modular synth sequence (2)",
+    ]
+    if shutil.which("ardour7-lua") or os.environ.get("CI"):
+        view = inspect_session(ardour_file)
+        assert len(view.tracks) == 2
+
+    one_line_error(run("export", "0000000000", "--name", "x"), "0000000000", "not found")
+    one_line_error(run("export", ids[0][:7], "--name", "x"), "not found", "8+")

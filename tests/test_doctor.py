@@ -79,6 +79,7 @@ def test_doctor_passes_on_cpu_with_a_cached_tiny_checkpoint(tmp_path: Path, tiny
         "database",
     ):
         assert status_of(out, name) == "PASS", name
+    assert status_of(out, "ardour") == ("PASS" if shutil.which("ardour7-lua") else "WARN")
     assert status_of(out, "CUDA available") == ("PASS" if torch.cuda.is_available() else "WARN")
     assert f"torch {torch.__version__}" in out
     assert f"{HUB_ID}: 1 file(s)" in out and str(hf_home / "hub") in out
@@ -186,3 +187,23 @@ def test_kernel_support_follows_cuda_compatibility_rules(
     capability: tuple[int, int], arch_list: list[str], runs: bool
 ) -> None:
     assert kernels_for(*capability, arch_list) is runs
+
+
+def test_ardour_check_loads_a_session_it_writes(tmp_path: Path) -> None:
+    check = Doctor(settings_for(tmp_path), Console(file=io.StringIO()), require_cuda=False).check_ardour()
+    if shutil.which("ardour7-lua") is None and not os.environ.get("CI"):
+        pytest.skip("Ardour is not installed (apt-get install ardour); CI installs it")
+    assert check.status == "pass", check.detail
+    assert "ardour7-lua" in check.detail or "ardour8-lua" in check.detail or "ardour9-lua" in check.detail
+    assert "load a session written here (1 track, 48000 Hz)" in check.detail
+
+
+def test_missing_ardour_is_a_warning_naming_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))  # no ardourN-* anywhere
+    check = Doctor(settings_for(tmp_path), Console(file=io.StringIO()), require_cuda=False).check_ardour()
+    assert check.status == "warn"
+    assert (
+        "ardour9-lua, ardour8-lua, ardour7-lua" in check.detail and "apt-get install ardour" in check.detail
+    )

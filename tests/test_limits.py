@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client
-from mcp_testing import error_text, http_client, structured
+from mcp_testing import error_text, http_client, structured, waited_jobs
 from reliability_helpers import check_completed, check_consistent, in_process, read_rows, serve_http
 
 FILE_SIZE_LIMIT = 512 * 1024  # the database, its WAL and the log fit; a 10 s WAV (about 1 MB) does not
@@ -27,7 +27,7 @@ FILE_SIZE_LIMIT = 512 * 1024  # the database, its WAL and the log fit; a 10 s WA
 
 async def generate(client: Client, duration: float = 1, wait: float = 120, **args: Any) -> dict[str, Any]:
     arguments = {"prompt": "limits test", "duration": duration, "wait_seconds": wait, **args}
-    [job] = structured(await client.call_tool("generate_music", arguments))["jobs"]
+    [job] = waited_jobs(await client.call_tool("generate_music", arguments))["jobs"]
     return dict(job)
 
 

@@ -8,20 +8,26 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from mcp import Client
-from mcp_testing import decode_wav, error_text, structured
-from mcp_types import ResourceLink
+from mcp.shared.exceptions import MCPError
+from mcp_testing import decode_wav, error_text, structured, waited_jobs
+from mcp_types import INVALID_PARAMS, ResourceLink
+from sqlalchemy import insert
 
 from ardour_templates.verify import find_tool, inspect_session
 from mcp_server.config import Settings
+from mcp_server.music_server import RECENT_AUDIO_RESOURCES
 from mcp_server.server import build_server
 from mcp_server.service import JobService
+from storage.models import GenerationRow
 
 pytestmark = pytest.mark.anyio
 
@@ -45,7 +51,7 @@ async def client(request: pytest.FixtureRequest, service: JobService) -> Any:
 
 async def generate(client: Client, prompt: str, **args: Any) -> list[dict[str, Any]]:
     result = await client.call_tool("generate_music", {"prompt": prompt, "duration": 1, **args})
-    return list(structured(result)["jobs"])
+    return list(waited_jobs(result)["jobs"])
 
 
 async def wait_until(client: Client, job_id: str, status: str, timeout: float = 30) -> dict[str, Any]:
@@ -225,7 +231,7 @@ async def test_export_refuses_jobs_that_are_not_completed(client: Client) -> Non
 
 BAD_INPUTS: list[tuple[str, dict[str, Any], list[str]]] = [
     ("generate_music", {"prompt": "   "}, ["prompt", "not blank"]),
-    ("generate_music", {"prompt": ""}, ["prompt", "1 to 2,000"]),
+    ("generate_music", {"prompt": ""}, ["prompt", "1-2,000 characters"]),
     ("generate_music", {"prompt": "x" * 2001}, ["prompt", "2,000"]),
     ("generate_music", {"prompt": "ok", "duration": 0}, ["duration", "[1, 30]"]),
     ("generate_music", {"prompt": "ok", "duration": 31}, ["duration", "[1, 30]"]),
@@ -237,30 +243,41 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], list[str]]] = [
     ("generate_music", {"prompt": "ok", "seed": -1}, ["seed", "[0, 4294967295]"]),
     ("generate_music", {"prompt": "ok", "seed": 2**40}, ["seed", "4294967295"]),
     ("generate_music", {"prompt": "ok", "loudness_lufs": 0}, ["loudness_lufs", "[-40, -6]"]),
-    ("generate_music", {"prompt": "ok", "variations": 5}, ["variations", "less than or equal to 4"]),
-    ("generate_music", {"prompt": "ok", "wait_seconds": -1}, ["wait_seconds", "greater than or equal to 0"]),
-    ("generate_music", {"prompt": "ok", "wait_seconds": 301}, ["wait_seconds", "less than or equal to 300"]),
-    ("generate_music", {"prompt": "ok", "model": ""}, ["model", "at least 1 character"]),
-    ("generate_music", {"duration": 5}, ["prompt", "Field required"]),
+    ("generate_music", {"prompt": "ok", "variations": 5}, ["variations must be in [1, 4] (got 5)"]),
+    ("generate_music", {"prompt": "ok", "wait_seconds": -1}, ["wait_seconds must be in [0, 300] (got -1)"]),
+    ("generate_music", {"prompt": "ok", "wait_seconds": 301}, ["wait_seconds must be in [0, 300]"]),
+    ("generate_music", {"prompt": "ok", "model": ""}, ["model must be 1-500 characters"]),
+    ("generate_music", {"duration": 5}, ["prompt is required"]),
     ("generate_music", {"prompt": ["a", "list"]}, ["prompt", "string"]),
     ("job_status", {"job_id": "no-such-job"}, ["job_id", "not found", "list_history"]),
-    ("job_status", {"job_id": "🎵" * 65}, ["job_id", "at most 64"]),
+    ("job_status", {"job_id": "🎵" * 65}, ["job_id must be 1-64 characters"]),
     ("job_status", {"job_id": "\u202etxt.exe"}, ["job_id", "not found"]),
-    ("job_status", {"job_id": "x", "wait_seconds": 1e9}, ["wait_seconds", "less than or equal to 300"]),
-    ("job_status", {}, ["job_id", "Field required"]),
-    ("list_history", {"limit": 0}, ["limit", "greater than or equal to 1"]),
-    ("list_history", {"limit": 101}, ["limit", "less than or equal to 100"]),
+    ("job_status", {"job_id": "x", "wait_seconds": 1e9}, ["wait_seconds must be in [0, 300]"]),
+    ("job_status", {}, ["job_id is required"]),
+    ("list_history", {"limit": 0}, ["limit must be in [1, 100] (got 0)"]),
+    ("list_history", {"limit": 101}, ["limit must be in [1, 100] (got 101)"]),
     ("list_history", {"status": "done"}, ["status", "pending", "completed"]),
     ("list_history", {"cursor": "not-a-cursor"}, ["cursor"]),
-    ("list_history", {"query": "q" * 501}, ["query", "at most 500"]),
+    ("list_history", {"query": "q" * 501}, ["query must be 0-500 characters"]),
     ("cancel_job", {"job_id": "nope"}, ["job_id", "not found"]),
-    ("export_to_ardour", {"job_ids": [], "session_name": "s"}, ["job_ids", "at least 1 item"]),
+    ("export_to_ardour", {"job_ids": [], "session_name": "s"}, ["job_ids must hold 1-32 items (got 0)"]),
     ("export_to_ardour", {"job_ids": ["nope"], "session_name": "s"}, ["job_id", "nope", "not found"]),
-    ("export_to_ardour", {"job_ids": ["a"], "session_name": ""}, ["session_name", "at least 1 character"]),
-    ("export_to_ardour", {"job_ids": ["a"], "session_name": "s", "arrangement": "x"}, ["arrangement"]),
-    ("export_to_ardour", {"job_ids": ["a"], "session_name": "s", "bpm": 1000}, ["bpm", "300"]),
-    ("export_to_ardour", {"job_ids": ["a"], "session_name": "s", "gap_seconds": -1}, ["gap_seconds", "0"]),
-    ("no_such_tool", {}, ["no_such_tool"]),
+    ("export_to_ardour", {"job_ids": ["a"], "session_name": ""}, ["session_name must be 1-100 characters"]),
+    (
+        "export_to_ardour",
+        {"job_ids": ["a"], "session_name": "s", "arrangement": "x"},
+        ["arrangement must be one of sequential, stacked"],
+    ),
+    (
+        "export_to_ardour",
+        {"job_ids": ["a"], "session_name": "s", "bpm": 1000},
+        ["bpm must be in [20, 300] (got 1000)"],
+    ),
+    (
+        "export_to_ardour",
+        {"job_ids": ["a"], "session_name": "s", "gap_seconds": -1},
+        ["gap_seconds must be in [0, 60] (got -1)"],
+    ),
 ]
 
 
@@ -273,8 +290,132 @@ async def test_bad_input_is_a_clear_tool_error(
     text = error_text(await client.call_tool(tool, arguments))
     for fragment in expected:
         assert fragment in text, f"{fragment!r} not in {text!r}"
-    assert "Traceback" not in text
+    assert "Traceback" not in text and "pydantic" not in text and "validation error" not in text
     assert (await client.list_tools()).tools  # the server keeps serving
+
+
+async def test_every_bad_argument_of_a_call_is_reported_at_once(client: Client) -> None:
+    arguments = {
+        "prompt": "   ",
+        "duration": 0,
+        "temperature": 0,
+        "top_k": -1,
+        "top_p": 2,
+        "guidance_scale": 11,
+        "seed": -1,
+        "variations": 5,
+        "loudness_lufs": 0,
+        "wait_seconds": 301,
+    }
+    text = error_text(await client.call_tool("generate_music", arguments))
+    assert text.startswith("generate_music: 10 invalid arguments, nothing was done: "), text
+    for expected in (
+        "prompt must be 1-2,000 characters and not blank (got 3 characters)",
+        "duration must be in [1, 30] seconds (got 0)",
+        "temperature must be in (0, 2] (got 0)",
+        "top_k must be in [0, 2048] (got -1)",
+        "top_p must be in [0, 1] (got 2)",
+        "guidance_scale must be in [0, 10] (got 11)",
+        "seed must be in [0, 4294967295] (got -1)",
+        "variations must be in [1, 4] (got 5)",
+        "loudness_lufs must be in [-40, -6] LUFS (got 0)",
+        "wait_seconds must be in [0, 300] (got 301)",
+    ):
+        assert expected in text, (expected, text)
+    assert "pydantic" not in text and "validation error" not in text
+    assert structured(await client.call_tool("list_history", {}))["items"] is not None  # nothing queued
+
+
+async def test_unknown_names_are_json_rpc_errors(client: Client) -> None:
+    for call, name in [
+        (client.call_tool("no_such_tool", {}), "no_such_tool"),
+        (client.get_prompt("no_such_prompt"), "no_such_prompt"),
+        (client.read_resource("music://generations/no-such-job"), "no-such-job"),
+    ]:
+        with pytest.raises(MCPError) as raised:
+            await call
+        assert raised.value.code == INVALID_PARAMS and name in raised.value.message, raised.value.error
+    with pytest.raises(MCPError) as raised:
+        await client.get_prompt("compose_session", {})
+    assert raised.value.code == INVALID_PARAMS and "idea" in raised.value.message
+
+
+async def test_compose_session_prompt_walks_the_agent_through_generating_and_exporting(
+    client: Client,
+) -> None:
+    [prompt] = (await client.list_prompts()).prompts
+    assert prompt.name == "compose_session" and {a.name for a in prompt.arguments or []} >= {"idea", "takes"}
+    result = await client.get_prompt("compose_session", {"idea": "dub techno", "takes": "2"})
+    [message] = result.messages
+    text = getattr(message.content, "text", "")
+    assert "generate_music" in text and "variations=2" in text and "export_to_ardour" in text
+    assert "'dub techno'" in text
+
+
+async def test_resources_list_the_newest_generations_audio(client: Client) -> None:
+    [older] = await generate(client, "resource listing, older take", wait_seconds=30)
+    [newer] = await generate(client, "resource listing, newer take", wait_seconds=30)
+    resources = (await client.list_resources()).resources
+    uris = [str(resource.uri) for resource in resources]
+    assert uris.index(newer["audio"]["uri"]) < uris.index(older["audio"]["uri"])  # newest first
+    assert len(resources) <= RECENT_AUDIO_RESOURCES
+    listed = next(r for r in resources if str(r.uri) == newer["audio"]["uri"])
+    assert listed.mime_type == "audio/wav" and listed.title == "resource listing, newer take"
+    samples, _ = decode_wav((await client.read_resource(listed.uri)).contents)
+    assert len(samples) > 0
+
+
+async def test_job_ids_may_be_shortened_to_a_unique_prefix(client: Client, service: JobService) -> None:
+    [job] = await generate(client, "prefix lookup", wait_seconds=30)
+    prefix = job["job_id"][:8]
+    assert structured(await client.call_tool("job_status", {"job_id": prefix}))["job_id"] == job["job_id"]
+    samples, _ = decode_wav((await client.read_resource(f"music://generations/{prefix}/audio")).contents)
+    assert len(samples) > 0
+    text = error_text(await client.call_tool("job_status", {"job_id": job["job_id"][:7]}))
+    assert "not found" in text and "8+" in text
+    # Two ids sharing a 9-character prefix (rows written directly, so no worker picks them up).
+    base = str(uuid.uuid4())
+    twin = base[:9] + ("0" if base[9] != "0" else "1") + base[10:]
+    with service.store.engine.begin() as connection:
+        for job_id in (base, twin):
+            connection.execute(
+                insert(GenerationRow).values(
+                    id=job_id,
+                    prompt="twin",
+                    model_name="m",
+                    status="cancelled",
+                    created_at=datetime.now(UTC),
+                    attempts=0,
+                    meta={},
+                    request_duration_s=1.0,
+                    temperature=1.0,
+                    top_k=250,
+                    top_p=0.0,
+                    guidance_scale=3.0,
+                )
+            )
+    text = error_text(await client.call_tool("job_status", {"job_id": base[:9]}))
+    assert base in text and twin in text and "more characters" in text
+    assert structured(await client.call_tool("job_status", {"job_id": base[:10]}))["job_id"] == base
+
+
+STANDARD_FORMATS = {"date-time", "date", "time", "duration", "email", "uri", "uri-reference", "uuid"}
+
+
+def formats_in(schema: Any) -> set[str]:
+    if isinstance(schema, dict):
+        found = {schema["format"]} if isinstance(schema.get("format"), str) else set()
+        return found.union(*(formats_in(value) for value in schema.values()))
+    if isinstance(schema, list):
+        return set().union(*(formats_in(value) for value in schema))
+    return set()
+
+
+async def test_schemas_use_only_standard_json_schema_formats(client: Client) -> None:
+    """A non-standard format such as pydantic's "path" makes strict clients (ajv) warn on every listing."""
+    for tool in (await client.list_tools()).tools:
+        used = formats_in(tool.input_schema) | formats_in(tool.output_schema)
+        assert used <= STANDARD_FORMATS, (tool.name, used)
 
 
 async def test_full_queue_is_refused_with_the_limit(tiny_checkpoint: Path, tmp_path: Path) -> None:

@@ -142,6 +142,24 @@ def test_http_without_the_right_token_is_401(token_server: str, headers: dict[st
     response = httpx.post(token_server + "/mcp", json=body, headers=headers)
     assert response.status_code == 401
     assert response.headers["www-authenticate"].startswith("Bearer")
+    description = response.json()["error_description"]  # says what to send (issue 17, item 7)
+    assert "'Authorization: Bearer <token>'" in description and "DGX_MUSIC_TOKEN" in description
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/.well-known/oauth-protected-resource",
+        "/.well-known/oauth-protected-resource/mcp",
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+    ],
+)
+def test_no_oauth_is_offered_so_discovery_answers_404(token_server: str, path: str) -> None:
+    """A 401 here sends clients into an OAuth flow they cannot finish (the Inspector, Claude Code)."""
+    response = httpx.get(token_server + path)
+    assert response.status_code == 404
+    assert "Authorization: Bearer <token>" in response.json()["error_description"]
 
 
 def test_http_keeps_dns_rebinding_protection(token_server: str) -> None:

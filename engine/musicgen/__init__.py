@@ -25,6 +25,7 @@ def load_backend(
     backend: str = "auto",
     max_batch: int = 8,
     cuda_graphs: bool = True,
+    local_files_only: bool | None = None,
 ) -> Backend[Any]:
     """Load ``model_id`` and wrap it. "auto": the batching backend where it supports the checkpoint
     (text-conditioned MusicGen), transformers' ``generate`` for melody checkpoints; "batched" insists on the
@@ -39,7 +40,9 @@ def load_backend(
     if backend not in BACKENDS:
         raise EngineError(f"backend {backend!r} is not supported; use one of {', '.join(BACKENDS)}")
     torch_device = loading.select_device(device)
-    loaded = musicgen_loading.load(model_id, torch_device, loading.select_dtype(torch_device, dtype))
+    loaded = musicgen_loading.load(
+        model_id, torch_device, loading.select_dtype(torch_device, dtype), local_files_only
+    )
     batchable = isinstance(loaded.model, MusicgenForConditionalGeneration)
     if backend == "batched" and not batchable:
         raise EngineError(

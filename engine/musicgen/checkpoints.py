@@ -5,16 +5,20 @@ snapshot has (config.json, generation_config.json, model.safetensors, tokenizer 
 and load them through the very code path a real checkpoint takes.
 
 ``tiny`` is a few-megabyte model for the test suite; ``small`` is the real musicgen-small architecture
-(~590 M parameters, random weights) for benchmarks.
+(~590 M parameters, random weights) for benchmarks. From the shell (the README's examples use it):
+``python -m engine.musicgen.checkpoints DIR [--size tiny|small] [--stereo] [--melody]``; it makes noise, not
+music.
 """
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import transformers
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import (
     EncodecConfig,
@@ -179,3 +183,27 @@ def build_random_checkpoint(
         feature_extractor = EncodecFeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE)
         MusicgenProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(directory)
     return directory
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m engine.musicgen.checkpoints",
+        description="Write a randomly initialised MusicGen checkpoint in the hub layout (for tests and "
+        "examples: it loads and generates like a real one, but its audio is noise).",
+    )
+    parser.add_argument("directory", type=Path, help="where to write it (created if missing)")
+    parser.add_argument("--size", choices=sorted(_SIZES), default="tiny", help="tiny (MBs) or small (GBs)")
+    parser.add_argument("--stereo", action="store_true", help="two channels")
+    parser.add_argument("--melody", action="store_true", help="a MusicGen-Melody checkpoint")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    args = parser.parse_args(argv)
+    transformers.utils.logging.set_verbosity_error()  # its notes on the random configs are not for users
+    transformers.utils.logging.disable_progress_bar()
+    directory = build_random_checkpoint(
+        args.directory, size=args.size, stereo=args.stereo, seed=args.seed, melody=args.melody
+    )
+    print(directory.resolve())
+
+
+if __name__ == "__main__":
+    main()

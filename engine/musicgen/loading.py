@@ -34,13 +34,20 @@ class LoadedModel:
 _ONE_LOAD_AT_A_TIME = threading.Lock()
 
 
-def load(model_id: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
-    """Load the checkpoint's model class and processor onto ``device`` in ``dtype``, in eval mode."""
+def load(
+    model_id: str, device: torch.device, dtype: torch.dtype, local_files_only: bool | None = None
+) -> LoadedModel:
+    """Load the checkpoint's model class and processor onto ``device`` in ``dtype``, in eval mode.
+
+    ``local_files_only`` keeps the hub out of it (without it, transformers retries an unreachable hub for
+    tens of seconds before failing); None = as HF_HUB_OFFLINE says.
+    """
     with _ONE_LOAD_AT_A_TIME:
-        return _load(model_id, device, dtype)
+        offline = loading.offline() if local_files_only is None else local_files_only
+        return _load(model_id, device, dtype, offline)
 
 
-def _load(model_id: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+def _load(model_id: str, device: torch.device, dtype: torch.dtype, local_files_only: bool) -> LoadedModel:
     from transformers import (
         AutoConfig,
         MusicgenForConditionalGeneration,
@@ -53,7 +60,7 @@ def _load(model_id: str, device: torch.device, dtype: torch.dtype) -> LoadedMode
     if looks_like_path(model_id) and not (Path(model_id).expanduser() / "config.json").is_file():
         raise loading.not_available(model_id, "config.json missing")
     source = str(Path(model_id).expanduser()) if looks_like_path(model_id) else model_id
-    options = {"local_files_only": loading.offline()}
+    options = {"local_files_only": local_files_only}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     memory_before = loading.memory_now(device)
