@@ -1,13 +1,16 @@
 """Bearer-token authentication for the HTTP transports (streamable HTTP and SSE).
 
 A plain ASGI middleware in front of the whole app: every HTTP request must carry
-``Authorization: Bearer <token>``, compared in constant time. The token is never logged.
+``Authorization: Bearer <token>``, compared in constant time. The token is never logged. Paths for which
+``is_public`` says so (the studio's static files, which must load before the page can ask for the token)
+pass without it.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -15,16 +18,17 @@ log = logging.getLogger(__name__)
 
 
 class BearerTokenMiddleware:
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, token: str, is_public: Callable[[str], bool] | None = None) -> None:
         self.app = app
         self._expected = f"Bearer {token}".encode()
+        self._is_public = is_public or (lambda path: False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan events pass through
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"authorization", b"")
-        if hmac.compare_digest(given, self._expected):
+        if hmac.compare_digest(given, self._expected) or self._is_public(scope["path"]):
             await self.app(scope, receive, send)
             return
         client = scope.get("client")

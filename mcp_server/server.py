@@ -8,19 +8,17 @@ task requests, so this server does not offer them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
-import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp_types import CallToolResult, ContentBlock, ResourceLink, TextContent, ToolAnnotations
 from pydantic import BaseModel
 
-from ardour_templates import ArdourExportError, Clip, SessionManifest, export_session
+from ardour_templates import SessionManifest
 from mcp_server import __version__
 from mcp_server.schemas import (
     JOB_URI,
@@ -52,6 +50,7 @@ from mcp_server.schemas import (
     WaitSeconds,
 )
 from mcp_server.service import JobService, ServiceError, UnknownJob
+from mcp_server.sessions import export_jobs
 
 INSTRUCTIONS = """\
 Generates music from text with MusicGen and keeps a searchable history.
@@ -70,10 +69,10 @@ CANCELS = ToolAnnotations(
 )
 
 
-def build_server(service: JobService) -> MCPServer:
-    """The MCP server for ``service`` (which the caller starts and stops)."""
+def build_server(service: JobService, studio_url: str | None = None) -> MCPServer:
+    """The MCP server for ``service`` (which the caller starts and stops); ``studio_url`` is where the web
+    studio is served (HTTP only), linked from every job in the tools' text."""
     app = MCPServer("dgx-music", version=__version__, instructions=INSTRUCTIONS)
-    settings = service.settings
 
     @app.tool(title="Generate music", annotations=CREATES)
     async def generate_music(
@@ -114,7 +113,7 @@ def build_server(service: JobService) -> MCPServer:
             )
             queued = await service.submit(requests, model)
             jobs = await service.wait([job.job_id for job in queued], wait_seconds, _reporter(ctx, service))
-        return _result(GenerateResult(jobs=jobs), jobs)
+        return _result(GenerateResult(jobs=jobs), jobs, studio_url)
 
     @app.tool(title="Job status", annotations=READS)
     async def job_status(
@@ -127,12 +126,12 @@ def build_server(service: JobService) -> MCPServer:
         """
         with _tool_errors():
             [job] = await service.wait([job_id], wait_seconds, _reporter(ctx, service))
-        return _result(job, [job])
+        return _result(job, [job], studio_url)
 
     @app.tool(title="List history", annotations=READS)
     async def list_history(
         query: Query = None, status: JobStatus | None = None, limit: Limit = 20, cursor: Cursor = None
-    ) -> HistoryPage:
+    ) -> Annotated[CallToolResult, HistoryPage]:
         """Past and queued jobs, newest first (best match first when query is given).
 
         query is full-text search over prompts; status filters (pending, processing, completed, failed,
@@ -140,7 +139,7 @@ def build_server(service: JobService) -> MCPServer:
         """
         with _tool_errors():
             items, next_cursor = await service.history(query, status, limit, cursor)
-        return HistoryPage(items=items, next_cursor=next_cursor)
+        return _result(HistoryPage(items=items, next_cursor=next_cursor), items, studio_url)
 
     @app.tool(title="Export to Ardour", annotations=CREATES)
     async def export_to_ardour(
@@ -150,7 +149,7 @@ def build_server(service: JobService) -> MCPServer:
         gap_seconds: GapSeconds = 0.0,
         bpm: Bpm = None,
         enable_osc: bool = False,
-    ) -> SessionManifest:
+    ) -> Annotated[CallToolResult, SessionManifest]:
         """Create a new Ardour session with one track per completed job, audio resampled to 48 kHz.
 
         Tracks are named after the prompts; each clip's comment holds its prompt and parameters. Returns
@@ -160,42 +159,19 @@ def build_server(service: JobService) -> MCPServer:
         DGX_MUSIC_HOME/sessions.
         """
         with _tool_errors():
-            jobs = [await service.job(job_id) for job_id in job_ids]
-            unfinished = [f"{job.job_id} ({job.status})" for job in jobs if job.audio is None]
-            if unfinished:
-                raise ServiceError(
-                    "job_ids must all be completed jobs; not completed: "
-                    + ", ".join(unfinished)
-                    + ". Wait for them with job_status or leave them out."
-                )
-            for job in jobs:  # a WAV replaced or corrupted on disk since it was written must not be exported
-                await service.audio(job.job_id)
-            clips = [_clip(job) for job in jobs]
-            settings.sessions_dir.mkdir(parents=True, exist_ok=True)
-            try:
-                return await anyio.to_thread.run_sync(
-                    lambda: export_session(
-                        clips,
-                        session_name,
-                        settings.sessions_dir,
-                        arrangement=arrangement,
-                        gap_s=gap_seconds,
-                        bpm=bpm,
-                        metadata={"comment": "Generated by dgx-music: " + ", ".join(job_ids)},
-                        enable_osc=enable_osc,
-                        allowed_root=settings.home,  # a symlinked sessions/ must not lead outside
-                    )
-                )
-            except ArdourExportError as exc:
-                raise ToolError(str(exc)) from exc
+            manifest = await export_jobs(
+                service, job_ids, session_name, arrangement, gap_seconds, bpm, enable_osc
+            )
+        return _manifest_result(manifest)
 
     @app.tool(title="Cancel job", annotations=CANCELS)
-    async def cancel_job(job_id: JobId) -> Job:
+    async def cancel_job(job_id: JobId) -> Annotated[CallToolResult, Job]:
         """Cancel a pending or processing job. A running job stops at its next decode step and its partial
         audio is discarded. Cancelling an already cancelled job is a no-op; completed and failed jobs are
         left alone (an error says so)."""
         with _tool_errors():
-            return await service.cancel(job_id)
+            job = await service.cancel(job_id)
+        return _result(job, [job], studio_url)
 
     @app.resource(JOB_URI, name="generation", mime_type="application/json")
     async def job_resource(job_id: str) -> str:
@@ -252,9 +228,15 @@ def _reporter(ctx: Context, service: JobService) -> Callable[[list[Job]], Awaita
     return report
 
 
-def _result(structured: BaseModel, jobs: list[Job]) -> CallToolResult:
-    """The structured result, its JSON as text, and a resource link to each completed job's audio."""
-    content: list[ContentBlock] = [TextContent(type="text", text=structured.model_dump_json(indent=2))]
+def _result(structured: BaseModel, jobs: list[Job], studio_url: str | None) -> CallToolResult:
+    """A summary line per job, then the structured result as JSON, as text; resource links to the audio.
+
+    Claude Code shows only text content and ignores resource_link blocks, so the text alone carries what an
+    agent needs: job id, status, the WAV path, what to do next, and the job in the studio when it is served.
+    """
+    summary = "\n".join(_summary(job, studio_url) for job in jobs) or "no jobs"
+    text = f"{summary}\n\n{structured.model_dump_json(indent=2)}"
+    content: list[ContentBlock] = [TextContent(type="text", text=text)]
     for job in jobs:
         if job.audio is not None:
             content.append(
@@ -270,8 +252,27 @@ def _result(structured: BaseModel, jobs: list[Job]) -> CallToolResult:
     return CallToolResult(content=content, structured_content=structured.model_dump(mode="json"))
 
 
-def _clip(job: Job) -> Clip:
-    assert job.audio is not None
-    params = job.params.model_dump()
-    comment = f"{job.prompt}\n\nmodel={job.model} job={job.job_id} " + json.dumps(params, sort_keys=True)
-    return Clip(path=Path(job.audio.path), name=job.prompt, comment=comment)
+def _summary(job: Job, studio_url: str | None) -> str:
+    """One line: ``job ID STATUS: WAV path / what happens next [studio: URL]``."""
+    if job.audio is not None:
+        loudness = "" if job.audio.loudness_lufs is None else f", {job.audio.loudness_lufs:.1f} LUFS"
+        detail = f"{job.audio.path} ({job.audio.duration_s:g} s{loudness})"
+    elif job.status == "pending":
+        detail = f"queue position {job.queue_position}; poll job_status(job_id, wait_seconds=30)"
+    elif job.status == "processing":
+        detail = f"{job.progress:.0%} done; poll job_status(job_id, wait_seconds=30)"
+    else:
+        detail = job.error or "no audio"
+    studio = f" studio: {studio_url}#job={job.job_id}" if studio_url else ""
+    return f"job {job.job_id} {job.status}: {detail}{studio}"
+
+
+def _manifest_result(manifest: SessionManifest) -> CallToolResult:
+    text = (
+        f"session {manifest.session_name} written: {manifest.ardour_file} ({len(manifest.tracks)} tracks, "
+        f"{manifest.length_s:.1f} s); open it with: {manifest.open_command}\n\n"
+        + manifest.model_dump_json(indent=2)
+    )
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)], structured_content=manifest.model_dump(mode="json")
+    )

@@ -30,6 +30,7 @@ from engine import EngineError, GenerationRequest, resolve_model_id
 from engine.models import looks_like_path
 from mcp_server.config import Settings, describe_validation_error
 from mcp_server.schemas import TERMINAL, Job, job_from_generation
+from mcp_server.telemetry import Telemetry
 from storage import Generation, IllegalTransition, NotFound, QueueFull, StorageError, Store
 
 if TYPE_CHECKING:  # torch and transformers load in the worker, so `initialize` is answered at once
@@ -51,6 +52,10 @@ DEFAULT_FRAME_RATE = 50  # MusicGen's codec frame rate, used to estimate steps b
 
 class ServiceError(Exception):
     """A request the service refuses. The message names the argument and what is allowed."""
+
+
+class QueueFullError(ServiceError):
+    """The queue holds DGX_MUSIC_MAX_QUEUE pending jobs; retrying later can succeed."""
 
 
 class UnknownJob(ServiceError):
@@ -102,6 +107,7 @@ class JobService:
         self.store = store if store is not None else Store(settings.home, settings.database_url)
         self.default_model = resolve_model_id(settings.model)
         self.changes = Changes()
+        self.telemetry = Telemetry()  # what /metrics and /health report about this process's worker
         self.worker_state = "not started"  # for logs and doctor: standby | loading | ready | load failed: ...
         self._lock = threading.Lock()
         self._batch: _Batch | None = None
@@ -169,7 +175,7 @@ class JobService:
     def _create(self, requests: list[GenerationRequest], model_id: str) -> list[Generation]:
         limit = self.settings.max_queue
         if len(requests) > limit:
-            raise ServiceError(
+            raise QueueFullError(
                 f"variations: {len(requests)} is more than the queue holds "
                 f"({limit}, set by DGX_MUSIC_MAX_QUEUE); ask for fewer variations"
             )
@@ -177,7 +183,7 @@ class JobService:
         try:
             return self.store.create_many(model_id, jobs, max_pending=limit)
         except QueueFull as full:
-            raise ServiceError(
+            raise QueueFullError(
                 f"the queue is full ({full.pending} pending, limit {limit} set by DGX_MUSIC_MAX_QUEUE); "
                 "wait for jobs to finish (job_status) or cancel some (cancel_job)"
             ) from None
@@ -346,6 +352,7 @@ class JobService:
             raise
         self._engine, self._engine_model = engine, model_id
         self._frame_rate = engine.frame_rate
+        self.telemetry.model_loaded(engine)
         self.worker_state = "ready"
         log.info("loaded %s on %s (%s) in %.1f s", model_id, engine.device, engine.dtype, engine.load_seconds)
         return engine
@@ -370,6 +377,7 @@ class JobService:
         state = _Batch(ids=[g.id for g in batch], started=time.monotonic())
         with self._lock:
             self._batch = state
+        self.telemetry.batch_started(len(batch))
         error = None
         try:
             requests = [GenerationRequest(prompt=g.prompt, **g.params) for g in batch]
@@ -444,6 +452,7 @@ class JobService:
                         device=engine.device,
                         seed=result.seed,
                     )
+                    self.telemetry.job_completed(result.generation_seconds)
                 elif cancelled:
                     self.store.cancel(job_id)
                 elif error is not None:
@@ -471,6 +480,10 @@ class JobService:
                 self._fail_quietly(job_id, f"could not store the result: {type(exc).__name__}: {exc}")
         with self._lock:
             self._batch = None
+        if state is not None:
+            self.telemetry.batch_finished(
+                max(state.done.values(), default=0), time.monotonic() - state.started
+            )
         self.changes.notify()
 
     def _fail_quietly(self, job_id: str, error: str) -> None:

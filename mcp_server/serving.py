@@ -20,6 +20,7 @@ from mcp_server.auth import BearerTokenMiddleware
 from mcp_server.config import ConfigError, Settings, check_http_exposure, is_loopback
 from mcp_server.server import build_server
 from mcp_server.service import JobService
+from mcp_server.web import is_public, one_port_app
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +33,18 @@ def serve(settings: Settings, transport: str = "stdio", host: str = "127.0.0.1",
     # event loop more often than every 5 ms so status calls stay quick while a batch runs.
     sys.setswitchinterval(0.001)
     service = JobService(settings)
-    app = build_server(service)
+    app = build_server(service, studio_url(host, port) if transport == "http" else None)
     with service:
         if transport == "stdio":
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, lambda signum, frame: _stop_and_exit(service, signum))
             anyio.run(app.run_stdio_async)
         else:
-            asgi = http_app(app, settings, transport, host)
-            log.info("serving MCP over %s on http://%s:%d%s", transport, host, port, _path(transport))
+            asgi = http_app(app, service, settings, transport, host)
+            studio = f"; studio at {studio_url(host, port)}" if transport == "http" else ""
+            log.info(
+                "serving MCP over %s on http://%s:%d%s%s", transport, host, port, _path(transport), studio
+            )
             # uvicorn stops on SIGINT/SIGTERM itself; long-polls get 5 s to finish before they are cut.
             config = uvicorn.Config(
                 asgi, host=host, port=port, log_config=None, lifespan="on", timeout_graceful_shutdown=5
@@ -48,17 +52,31 @@ def serve(settings: Settings, transport: str = "stdio", host: str = "127.0.0.1",
             uvicorn.Server(config).run()
 
 
-def http_app(app: MCPServer, settings: Settings, transport: str, host: str) -> ASGIApp:
-    """The SDK's Starlette app for the transport, with Host/Origin checks and, when a token is set, auth."""
+def http_app(app: MCPServer, service: JobService, settings: Settings, transport: str, host: str) -> ASGIApp:
+    """The app for the transport, with Host/Origin checks and, when a token is set, auth.
+
+    ``http`` is one port for everything (MCP at /mcp, REST, studio: see ``web``); ``sse`` is MCP alone.
+    """
     # The SDK turns DNS-rebinding protection on by itself for loopback hosts only.
     security = None if is_loopback(host) else _security_for(host, settings.allowed_hosts)
     if transport == "sse":
         asgi: ASGIApp = app.sse_app(host=host, transport_security=security)
     elif transport == "http":
-        asgi = app.streamable_http_app(host=host, transport_security=security)
+        asgi = one_port_app(app, service, host, security)
     else:
         raise ConfigError(f"--transport must be stdio, sse or http (got {transport!r})")
-    return BearerTokenMiddleware(asgi, settings.token) if settings.token else asgi
+    return BearerTokenMiddleware(asgi, settings.token, is_public) if settings.token else asgi
+
+
+def studio_url(host: str, port: int) -> str:
+    """Where a browser finds the studio: this machine's name when bound to every interface."""
+    return f"http://{_url_host(host)}:{port}/"
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::"):
+        host = socket.gethostname()
+    return f"[{host}]" if ":" in host else host
 
 
 def _security_for(host: str, extra: str | None) -> TransportSecuritySettings:

@@ -1,0 +1,102 @@
+"""What the worker of this process has done, as Prometheus metrics (``/metrics``) and facts for ``/health``.
+
+The worker thread reports events (a model loaded, a batch started or finished, a job completed); prometheus
+metric objects are thread-safe, so readers on the event loop need no lock. Job counts by status come from
+the database at scrape time instead, because jobs queued and run by other processes count too.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+if TYPE_CHECKING:
+    from engine import MusicEngine
+
+# Generation seconds for one job: tiny CPU checkpoints take well under a second, 30 s of MusicGen large
+# on a slow CPU several minutes.
+GENERATION_BUCKETS = (0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: str
+    device: str
+    dtype: str
+    load_seconds: float
+
+
+class Telemetry:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.loaded: LoadedModel | None = None
+        r = self.registry
+        self.jobs = Gauge("dgx_music_jobs", "Jobs in the history by status.", ["status"], registry=r)
+        self.queue_depth = Gauge("dgx_music_queue_depth", "Pending jobs waiting for the worker.", registry=r)
+        self.batch_size = Gauge(
+            "dgx_music_batch_size", "Jobs in the batch being decoded now (0 when idle).", registry=r
+        )
+        self.batch_sizes = Histogram(
+            "dgx_music_batch_jobs", "Jobs per decoded batch.", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.decode_steps = Counter("dgx_music_decode_steps", "Decode steps run by this worker.", registry=r)
+        self.steps_per_second = Gauge(
+            "dgx_music_decode_steps_per_second", "Decode steps per second of the last batch.", registry=r
+        )
+        self.generation_seconds = Histogram(
+            "dgx_music_generation_seconds",
+            "Wall time of each completed job's generation.",
+            buckets=GENERATION_BUCKETS,
+            registry=r,
+        )
+        self.load_seconds = Gauge(
+            "dgx_music_model_load_seconds", "Seconds the resident model took to load.", ["model"], registry=r
+        )
+        self.gpu_memory = Gauge(
+            "dgx_music_gpu_memory_bytes",
+            "CUDA memory allocated by this process (only where a GPU is in use).",
+            ["device"],
+            registry=r,
+        )
+
+    # --- events from the worker thread -------------------------------------------------------------------
+
+    def model_loaded(self, engine: MusicEngine) -> None:
+        self.load_seconds.clear()
+        self.load_seconds.labels(engine.model_id).set(engine.load_seconds)
+        self.loaded = LoadedModel(engine.model_id, engine.device, engine.dtype, engine.load_seconds)
+
+    def batch_started(self, jobs: int) -> None:
+        self.batch_size.set(jobs)
+        self.batch_sizes.observe(jobs)
+
+    def batch_finished(self, steps: int, seconds: float) -> None:
+        self.batch_size.set(0)
+        self.decode_steps.inc(steps)
+        if steps and seconds > 0:
+            self.steps_per_second.set(steps / seconds)
+
+    def job_completed(self, generation_seconds: float) -> None:
+        self.generation_seconds.observe(generation_seconds)
+
+    # --- readers ------------------------------------------------------------------------------------------
+
+    def exposition(self, counts: dict[str, int]) -> bytes:
+        """The Prometheus text format, with job counts (by status, from the database) filled in first."""
+        for status, count in counts.items():
+            self.jobs.labels(status).set(count)
+        self.queue_depth.set(counts.get("pending", 0))
+        self._read_gpu_memory()
+        return generate_latest(self.registry)
+
+    def _read_gpu_memory(self) -> None:
+        # Only when the worker already imported torch: a scrape must never pay for importing it.
+        torch = sys.modules.get("torch")
+        if self.loaded is None or torch is None or not self.loaded.device.startswith("cuda"):
+            return
+        self.gpu_memory.labels(self.loaded.device).set(torch.cuda.memory_allocated(self.loaded.device))
