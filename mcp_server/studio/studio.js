@@ -230,6 +230,7 @@ async function loadPage() {
   if (state.query) params.set("q", state.query);
   if (state.status) params.set("status", state.status);
   if (state.cursor) params.set("cursor", state.cursor);
+  $("#history-list").setAttribute("aria-busy", "true");
   try {
     const page = await (await api(`/api/v1/history?${params}`)).json();
     for (const job of page.items) $("#history-list").append(jobItem(job));
@@ -238,6 +239,8 @@ async function loadPage() {
     $("#history-empty").hidden = $("#history-list").children.length > 0;
   } catch (failure) {
     setState(failure.message);
+  } finally {
+    $("#history-list").setAttribute("aria-busy", "false");
   }
 }
 
