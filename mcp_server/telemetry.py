@@ -35,6 +35,7 @@ class Telemetry:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.loaded: LoadedModel | None = None
+        self.ever_loaded: set[str] = set()  # models this worker has loaded at least once
         r = self.registry
         self.jobs = Gauge("dgx_music_jobs", "Jobs in the history by status.", ["status"], registry=r)
         self.queue_depth = Gauge("dgx_music_queue_depth", "Pending jobs waiting for the worker.", registry=r)
@@ -70,6 +71,7 @@ class Telemetry:
         self.load_seconds.clear()
         self.load_seconds.labels(engine.model_id).set(engine.load_seconds)
         self.loaded = LoadedModel(engine.model_id, engine.device, engine.dtype, engine.load_seconds)
+        self.ever_loaded.add(engine.model_id)
 
     def batch_started(self, jobs: int) -> None:
         self.batch_size.set(jobs)

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import soundfile as sf
-from mcp_testing import TOKEN, http_client, http_server
+from mcp_testing import TOKEN, http_client, http_server, wait_healthy
 from prometheus_client.parser import text_string_to_metric_families
 
 PROBLEM = "application/problem+json"
@@ -39,16 +39,6 @@ def token_server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
         _,
     ):
         yield url
-
-
-def wait_healthy(url: str, headers: dict[str, str] | None = None, timeout: float = 120) -> dict[str, Any]:
-    with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
-        for _ in range(int(timeout / 0.25)):
-            response = client.get("/health")
-            if response.status_code == 200:
-                return dict(response.json())
-            time.sleep(0.25)
-    raise AssertionError(f"/health never became 200: {response.status_code} {response.text}")
 
 
 def generate(url: str, **body: Any) -> dict[str, Any]:

@@ -18,8 +18,6 @@ from mcp_server.service import JobService
 
 router = APIRouter(tags=["monitoring"], responses=ERRORS)
 Service = Annotated[JobService, Depends(get_service)]
-# A standby process queues jobs that the process holding worker.lock runs: it serves too.
-SERVING_STATES = ("ready", "standby")
 
 
 async def job_counts(service: JobService) -> dict[str, int]:
@@ -38,11 +36,10 @@ async def health(service: Service) -> JSONResponse:
     """Whether jobs can run now, the worker's state, the queue depth, the model and the device."""
     counts = await job_counts(service)
     loaded = service.telemetry.loaded
-    state = service.worker_state
     body = Health(
-        status="ok" if state in SERVING_STATES else "unavailable",
+        status="ok" if can_serve(service) else "unavailable",
         version=__version__,
-        worker=state,
+        worker=service.worker_state,
         queue_depth=counts["pending"],
         running=counts["processing"],
         model=service.default_model,
@@ -51,6 +48,13 @@ async def health(service: Service) -> JSONResponse:
         dtype=loaded.dtype if loaded else None,
     )
     return JSONResponse(body.model_dump(), status_code=200 if body.status == "ok" else 503)
+
+
+def can_serve(service: JobService) -> bool:
+    """Jobs on the default model can run: this worker has loaded it (a client's request for a model that
+    failed to load does not change that: the next default job loads it again), or another process holding
+    worker.lock runs the jobs (standby)."""
+    return service.worker_state == "standby" or service.default_model in service.telemetry.ever_loaded
 
 
 @router.get(
