@@ -298,6 +298,32 @@ def pull(model: Annotated[str, typer.Argument(help="Alias (small, medium, ...), 
         pull_model(model, out)
 
 
+@app.command()
+def bundle(
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="Where to write the bundle.")] = Path(
+        "dgx-music.mcpb"
+    ),
+    model: Model = None,
+    home: Home = None,
+) -> None:
+    """Write an MCP Bundle (.mcpb) for Claude Desktop: double-click it to install this server.
+
+    The bundle runs the dgx-music of this environment; Claude Desktop asks for the model and the data
+    directory at install time (defaults: --model / --home, else the environment's settings)."""
+    settings = load_settings(model=model, home=home)
+    from mcp_server.bundle import installed_command, write_bundle
+
+    command = installed_command()
+    if not command.exists():
+        fail(f"{command} not found; run `dgx-music bundle` from the environment DGX Music is installed in")
+    path = write_bundle(out_file, settings, command)
+    out.print(str(path), highlight=False)
+    err.print(
+        f"double-click {path.name} (or drag it into Claude Desktop's Settings > Extensions) to install",
+        soft_wrap=True,
+    )
+
+
 @db_app.command("upgrade")
 def db_upgrade(home: Home = None, database_url: DatabaseUrl = None) -> None:
     """Create the database or migrate it to the latest schema (also done on every start)."""
