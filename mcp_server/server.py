@@ -139,7 +139,8 @@ def build_server(service: JobService, studio_url: str | None = None) -> MCPServe
         """
         with _tool_errors():
             items, next_cursor = await service.history(query, status, limit, cursor)
-        return _result(HistoryPage(items=items, next_cursor=next_cursor), items, studio_url)
+        page = HistoryPage(items=items, next_cursor=next_cursor)
+        return _result(page, items, studio_url, links=False)  # up to 100 links would drown the page
 
     @app.tool(title="Export to Ardour", annotations=CREATES)
     async def export_to_ardour(
@@ -228,7 +229,9 @@ def _reporter(ctx: Context, service: JobService) -> Callable[[list[Job]], Awaita
     return report
 
 
-def _result(structured: BaseModel, jobs: list[Job], studio_url: str | None) -> CallToolResult:
+def _result(
+    structured: BaseModel, jobs: list[Job], studio_url: str | None, links: bool = True
+) -> CallToolResult:
     """A summary line per job, then the structured result as JSON, as text; resource links to the audio.
 
     Claude Code shows only text content and ignores resource_link blocks, so the text alone carries what an
@@ -237,7 +240,7 @@ def _result(structured: BaseModel, jobs: list[Job], studio_url: str | None) -> C
     summary = "\n".join(_summary(job, studio_url) for job in jobs) or "no jobs"
     text = f"{summary}\n\n{structured.model_dump_json(indent=2)}"
     content: list[ContentBlock] = [TextContent(type="text", text=text)]
-    for job in jobs:
+    for job in jobs if links else []:
         if job.audio is not None:
             content.append(
                 ResourceLink(

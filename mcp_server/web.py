@@ -15,7 +15,7 @@ from mcp.server.transport_security import (
     TransportSecuritySettings,
 )
 from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_server.rest import build_api
 from mcp_server.service import JobService
@@ -44,7 +44,7 @@ def one_port_app(
     mcp_asgi = mcp.streamable_http_app(host=host, transport_security=security)
     api = build_api(service)
     guarded = RequestBodyLimitMiddleware(
-        HostOriginGuard(api, security or LOOPBACK_SECURITY), MAX_REST_BODY_BYTES
+        HostOriginGuard(SecurityHeaders(api), security or LOOPBACK_SECURITY), MAX_REST_BODY_BYTES
     )
     return PathRouter(mcp_asgi, guarded)
 
@@ -61,6 +61,38 @@ class PathRouter:
             await self.mcp(scope, receive, send)
         else:
             await self.rest(scope, receive, send)
+
+
+class SecurityHeaders:
+    """What a browser must not do with these pages: run foreign scripts, load foreign media, frame them
+    (clickjacking a local GPU), sniff types, or send the page's URL onwards. /docs loads Swagger UI from its
+    CDN, so its page alone keeps the browser's defaults."""
+
+    HEADERS = (
+        (
+            b"content-security-policy",
+            b"default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
+            b"object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+        ),
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"no-referrer"),
+    )
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == "/docs":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *self.HEADERS]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 class HostOriginGuard:

@@ -17,7 +17,7 @@ from mcp_server.rest.jobs import JobIdPath
 from mcp_server.rest.models import Peaks
 from mcp_server.rest.problems import ERRORS, ProblemError
 from mcp_server.schemas import Job
-from mcp_server.service import JobService
+from mcp_server.service import JobService, ServiceError, UnknownJob
 
 router = APIRouter(prefix="/api/v1/files", tags=["files"], responses=ERRORS)
 Service = Annotated[JobService, Depends(get_service)]
@@ -50,7 +50,7 @@ async def get_file(job_id: JobIdPath, request: Request, service: Service) -> Res
     }
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
-    data = await service.audio(job_id)
+    data = await _verified_audio(service, job_id)
     wanted = request.headers.get("range")
     if wanted is None or request.headers.get("if-range", etag) != etag:
         return Response(data, media_type="audio/wav", headers=headers)
@@ -88,7 +88,7 @@ async def get_peaks(
 ) -> Peaks:
     """The waveform of a completed job's WAV, reduced to `points` min/max pairs for drawing."""
     job = await _completed(service, job_id)
-    data = await service.audio(job_id)
+    data = await _verified_audio(service, job_id)
     low, high, rate, channels = await anyio.to_thread.run_sync(_peaks, data, points)
     assert job.audio is not None
     return Peaks(
@@ -110,6 +110,16 @@ def _peaks(wav: bytes, points: int) -> tuple[list[float], list[float], int, int]
     low = np.minimum.reduceat(samples.min(axis=1), edges[:-1])
     high = np.maximum.reduceat(samples.max(axis=1), edges[:-1])
     return [round(float(v), 4) for v in low], [round(float(v), 4) for v in high], rate, samples.shape[1]
+
+
+async def _verified_audio(service: JobService, job_id: str) -> bytes:
+    """The WAV bytes; a file missing or changed on disk is the server's fault (500, saying how to repair)."""
+    try:
+        return await service.audio(job_id)
+    except UnknownJob:
+        raise
+    except ServiceError as exc:
+        raise ProblemError(500, str(exc)) from None
 
 
 async def _completed(service: JobService, job_id: str) -> Job:
