@@ -292,10 +292,12 @@ function jobItem(job) {
   if (job.audio) {
     audio.setAttribute("aria-label", `play "${job.prompt}"`);
     const file = `/api/v1/files/${encodeURIComponent(job.job_id)}`;
-    mediaUrl(file).then((url) => {
-      audio.src = url;
-      download.href = url;
-    });
+    mediaUrl(file)
+      .then((url) => {
+        audio.src = url;
+        download.href = url;
+      })
+      .catch((failure) => setState(failure.message));
     download.download = `${job.prompt.slice(0, 60).replace(/[^\w -]+/g, "_")}.wav`;
     drawWaveform(canvas, job.job_id);
   } else {
