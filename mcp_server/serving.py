@@ -20,7 +20,6 @@ from mcp_server.auth import BearerTokenMiddleware
 from mcp_server.config import ConfigError, Settings, check_http_exposure, is_loopback
 from mcp_server.server import build_server
 from mcp_server.service import JobService
-from mcp_server.web import is_public, one_port_app
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +58,16 @@ def http_app(app: MCPServer, service: JobService, settings: Settings, transport:
     """
     # The SDK turns DNS-rebinding protection on by itself for loopback hosts only.
     security = None if is_loopback(host) else _security_for(host, settings.allowed_hosts)
+    public = None
     if transport == "sse":
         asgi: ASGIApp = app.sse_app(host=host, transport_security=security)
     elif transport == "http":
-        asgi = one_port_app(app, service, host, security)
+        from mcp_server.web import is_public, one_port_app  # FastAPI loads for this transport only
+
+        asgi, public = one_port_app(app, service, host, security), is_public
     else:
         raise ConfigError(f"--transport must be stdio, sse or http (got {transport!r})")
-    return BearerTokenMiddleware(asgi, settings.token, is_public) if settings.token else asgi
+    return BearerTokenMiddleware(asgi, settings.token, public) if settings.token else asgi
 
 
 def studio_url(host: str, port: int) -> str:
