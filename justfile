@@ -8,7 +8,7 @@ py := venv / "bin/python"
 bin := venv / "bin"
 
 # Tests that drive whole processes (CLI, servers, Ardour, the install script); the rest are unit tests.
-integration := "tests/test_cli*.py tests/test_mcp*.py tests/test_server*.py tests/test_e2e*.py tests/test_reliability*.py tests/test_ardour_sessions.py tests/test_deploy.py tests/test_doctor.py"
+integration := "tests/test_cli*.py tests/test_mcp*.py tests/test_rest*.py tests/test_studio.py tests/test_bundle.py tests/test_server*.py tests/test_e2e*.py tests/test_reliability*.py tests/test_ardour_sessions.py tests/test_deploy.py tests/test_doctor.py"
 
 default:
     @just --list
@@ -36,9 +36,10 @@ bench-staggered *args:
 test-model:
     {{ py }} -m mcp_server.doctor --full
 
-# Run the MCP server (stdio by default; e.g. `just serve --transport http`).
+# Serve on http://127.0.0.1:8000: the studio at /, REST at /api/v1 (docs at /docs), MCP at /mcp.
+# Flags pass through, e.g. `just serve --host 0.0.0.0` (needs DGX_MUSIC_TOKEN). stdio: `dgx-music serve`.
 serve *args:
-    {{ bin }}/dgx-music serve {{ args }}
+    {{ bin }}/dgx-music serve --transport http --port 8000 {{ args }}
 
 # Generate one clip: `just generate "lofi beat with warm piano" 16`.
 generate prompt duration="10" *args:

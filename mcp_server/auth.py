@@ -6,12 +6,15 @@ A plain ASGI middleware in front of the whole app: every HTTP request must carry
 The token is a static secret the operator hands out, not OAuth: the OAuth discovery paths under
 ``/.well-known/`` answer 404 (before any token check), so clients such as the MCP Inspector and Claude Code
 do not start an OAuth flow, and a request without the token gets a 401 whose body names the header to send.
+Paths for which ``is_public`` says so (the studio's static files, which must load before the page can ask
+for the token) pass without it.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -30,9 +33,10 @@ NO_OAUTH_BODY = (
 
 
 class BearerTokenMiddleware:
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, token: str, is_public: Callable[[str], bool] | None = None) -> None:
         self.app = app
         self._expected = f"Bearer {token}".encode()
+        self._is_public = is_public or (lambda path: False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan events pass through
@@ -42,7 +46,7 @@ class BearerTokenMiddleware:
             await _respond(send, 404, NO_OAUTH_BODY)
             return
         given = dict(scope["headers"]).get(b"authorization", b"")
-        if hmac.compare_digest(given, self._expected):
+        if hmac.compare_digest(given, self._expected) or self._is_public(scope["path"]):
             await self.app(scope, receive, send)
             return
         client = scope.get("client")

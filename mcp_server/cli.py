@@ -317,8 +317,8 @@ def export(
     """Write an Ardour session (DGX_MUSIC_HOME/sessions) with one track per job; prints the .ardour path."""
     settings = load_settings(home=home, database_url=database_url)
     setup_logging("WARNING", settings.log_file, stderr=False)
-    from mcp_server.export import export_jobs
     from mcp_server.service import JobService
+    from mcp_server.sessions import export_jobs
 
     with user_errors():
         service = JobService(settings)  # not started: exporting needs the history, not the model
@@ -371,6 +371,32 @@ def pull(
 
     with user_errors():
         pull_model(model, out, skip_if_offline=skip_if_offline)
+
+
+@app.command()
+def bundle(
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="Where to write the bundle.")] = Path(
+        "dgx-music.mcpb"
+    ),
+    model: Model = None,
+    home: Home = None,
+) -> None:
+    """Write an MCP Bundle (.mcpb) for Claude Desktop: double-click it to install this server.
+
+    The bundle runs the dgx-music of this environment; Claude Desktop asks for the model and the data
+    directory at install time (defaults: --model / --home, else the environment's settings)."""
+    settings = load_settings(model=model, home=home)
+    from mcp_server.bundle import installed_command, write_bundle
+
+    command = installed_command()
+    if not command.exists():
+        fail(f"{command} not found; run `dgx-music bundle` from the environment DGX Music is installed in")
+    path = write_bundle(out_file, settings, command)
+    out.print(str(path), highlight=False)
+    err.print(
+        f"double-click {path.name} (or drag it into Claude Desktop's Settings > Extensions) to install",
+        soft_wrap=True,
+    )
 
 
 @db_app.command("upgrade")

@@ -20,7 +20,6 @@ from pydantic import BaseModel, Field
 
 from ardour_templates import SessionManifest
 from mcp_server import __version__
-from mcp_server.export import export_jobs
 from mcp_server.music_server import MusicServer
 from mcp_server.schemas import (
     JOB_URI,
@@ -52,6 +51,7 @@ from mcp_server.schemas import (
     WaitSeconds,
 )
 from mcp_server.service import JobService, ServiceError, UnknownJob
+from mcp_server.sessions import export_jobs
 
 INSTRUCTIONS = """\
 Generates music from text with MusicGen and keeps a searchable history.
@@ -70,8 +70,9 @@ CANCELS = ToolAnnotations(
 )
 
 
-def build_server(service: JobService) -> MCPServer:
-    """The MCP server for ``service`` (which the caller starts and stops)."""
+def build_server(service: JobService, studio_url: str | None = None) -> MCPServer:
+    """The MCP server for ``service`` (which the caller starts and stops); ``studio_url`` is where the web
+    studio is served (HTTP only), linked from every job in the tools' text."""
     app = MusicServer(service, "dgx-music", version=__version__, instructions=INSTRUCTIONS)
 
     @app.tool(title="Generate music", annotations=CREATES)
@@ -113,7 +114,7 @@ def build_server(service: JobService) -> MCPServer:
             )
             queued = await service.submit(requests, model)
             jobs = await service.wait([job.job_id for job in queued], wait_seconds, _reporter(ctx, service))
-        return _result(GenerateResult(jobs=jobs), jobs, waited=True)
+        return _result(GenerateResult(jobs=jobs), jobs, studio_url, waited=True)
 
     @app.tool(title="Job status", annotations=READS)
     async def job_status(
@@ -126,12 +127,12 @@ def build_server(service: JobService) -> MCPServer:
         """
         with _tool_errors():
             [job] = await service.wait([job_id], wait_seconds, _reporter(ctx, service))
-        return _result(job, [job], waited=wait_seconds > 0)
+        return _result(job, [job], studio_url, waited=wait_seconds > 0)
 
     @app.tool(title="List history", annotations=READS)
     async def list_history(
         query: Query = None, status: JobStatus | None = None, limit: Limit = 20, cursor: Cursor = None
-    ) -> HistoryPage:
+    ) -> Annotated[CallToolResult, HistoryPage]:
         """Past and queued jobs, newest first (best match first when query is given).
 
         query is full-text search over prompts; status filters (pending, processing, completed, failed,
@@ -139,7 +140,8 @@ def build_server(service: JobService) -> MCPServer:
         """
         with _tool_errors():
             items, next_cursor = await service.history(query, status, limit, cursor)
-        return HistoryPage(items=items, next_cursor=next_cursor)
+        page = HistoryPage(items=items, next_cursor=next_cursor)
+        return _result(page, items, studio_url, links=False)  # up to 100 links would drown the page
 
     @app.tool(title="Export to Ardour", annotations=CREATES)
     async def export_to_ardour(
@@ -149,7 +151,7 @@ def build_server(service: JobService) -> MCPServer:
         gap_seconds: GapSeconds = 0.0,
         bpm: Bpm = None,
         enable_osc: bool = False,
-    ) -> SessionManifest:
+    ) -> Annotated[CallToolResult, SessionManifest]:
         """Create a new Ardour session with one track per completed job, audio resampled to 48 kHz.
 
         Tracks are named after the prompts; each clip's comment holds its prompt and parameters. Returns
@@ -159,7 +161,7 @@ def build_server(service: JobService) -> MCPServer:
         DGX_MUSIC_HOME/sessions.
         """
         with _tool_errors():
-            return await export_jobs(
+            manifest = await export_jobs(
                 service,
                 job_ids,
                 session_name,
@@ -168,14 +170,16 @@ def build_server(service: JobService) -> MCPServer:
                 bpm=bpm,
                 enable_osc=enable_osc,
             )
+        return _manifest_result(manifest)
 
     @app.tool(title="Cancel job", annotations=CANCELS)
-    async def cancel_job(job_id: JobId) -> Job:
+    async def cancel_job(job_id: JobId) -> Annotated[CallToolResult, Job]:
         """Cancel a pending or processing job. A running job stops at its next decode step and its partial
         audio is discarded. Cancelling an already cancelled job is a no-op; completed and failed jobs are
         left alone (an error says so)."""
         with _tool_errors():
-            return await service.cancel(job_id)
+            job = await service.cancel(job_id)
+        return _result(job, [job], studio_url)
 
     @app.resource(JOB_URI, name="generation", mime_type="application/json")
     async def job_resource(job_id: str) -> str:
@@ -259,18 +263,26 @@ def _reporter(ctx: Context, service: JobService) -> Callable[[list[Job]], Awaita
     return report
 
 
-def _result(structured: BaseModel, jobs: list[Job], *, waited: bool) -> CallToolResult:
-    """The structured result, its JSON as text, and a resource link to each completed job's audio.
+def _result(
+    structured: BaseModel,
+    jobs: list[Job],
+    studio_url: str | None,
+    *,
+    waited: bool = False,
+    links: bool = True,
+) -> CallToolResult:
+    """A summary line per job, then the structured result as JSON, as text; resource links to the audio.
 
+    Claude Code shows only text content and ignores resource_link blocks, so the text alone carries what an
+    agent needs: job id, status, the WAV path, what to do next, and the job in the studio when it is served.
     A call that waited and saw a job fail is a tool error (the client's model must notice), still carrying
-    every job; its text starts with why each failed.
+    every job; its summary says why each failed.
     """
     failed = [job for job in jobs if job.status == "failed"] if waited else []
-    content: list[ContentBlock] = [
-        TextContent(type="text", text=f"job {job.job_id} failed: {job.error}") for job in failed
-    ]
-    content.append(TextContent(type="text", text=structured.model_dump_json(indent=2)))
-    for job in jobs:
+    summary = "\n".join(_summary(job, studio_url) for job in jobs) or "no jobs"
+    text = f"{summary}\n\n{structured.model_dump_json(indent=2)}"
+    content: list[ContentBlock] = [TextContent(type="text", text=text)]
+    for job in jobs if links else []:
         if job.audio is not None:
             content.append(
                 ResourceLink(
@@ -284,4 +296,31 @@ def _result(structured: BaseModel, jobs: list[Job], *, waited: bool) -> CallTool
             )
     return CallToolResult(
         content=content, structured_content=structured.model_dump(mode="json"), is_error=bool(failed)
+    )
+
+
+def _summary(job: Job, studio_url: str | None) -> str:
+    """One line: ``job ID STATUS: WAV path / what happens next [studio: URL]``."""
+    if job.audio is not None:
+        loudness = "" if job.audio.loudness_lufs is None else f", {job.audio.loudness_lufs:.1f} LUFS"
+        detail = f"{job.audio.path} ({job.audio.duration_s:g} s{loudness})"
+    elif job.status == "pending":
+        detail = f"queue position {job.queue_position}; poll job_status(job_id, wait_seconds=30)"
+    elif job.status == "processing":
+        doing = f"{job.stage}, " if job.stage else ""
+        detail = f"{doing}{job.progress:.0%} done; poll job_status(job_id, wait_seconds=30)"
+    else:
+        detail = job.error or "no audio"
+    studio = f" studio: {studio_url}#job={job.job_id}" if studio_url else ""
+    return f"job {job.job_id} {job.status}: {detail}{studio}"
+
+
+def _manifest_result(manifest: SessionManifest) -> CallToolResult:
+    text = (
+        f"session {manifest.session_name} written: {manifest.ardour_file} ({len(manifest.tracks)} tracks, "
+        f"{manifest.length_s:.1f} s); open it with: {manifest.open_command}\n\n"
+        + manifest.model_dump_json(indent=2)
+    )
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)], structured_content=manifest.model_dump(mode="json")
     )

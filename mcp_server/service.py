@@ -24,6 +24,7 @@ from engine import GenerationRequest, resolve_model_id
 from engine.models import looks_like_path
 from mcp_server.config import Settings, describe_validation_error
 from mcp_server.schemas import TERMINAL, Job, job_from_generation
+from mcp_server.telemetry import Telemetry
 from mcp_server.worker import Worker
 from storage import AmbiguousId, Generation, IllegalTransition, NotFound, QueueFull, StorageError, Store
 
@@ -39,6 +40,10 @@ ESTIMATED_FRAME_RATE = 50  # MusicGen's decode steps per second of audio, before
 
 class ServiceError(Exception):
     """A request the service refuses. The message names the argument and what is allowed."""
+
+
+class QueueFullError(ServiceError):
+    """The queue holds DGX_MUSIC_MAX_QUEUE pending jobs; retrying later can succeed."""
 
 
 class UnknownJob(ServiceError):
@@ -82,7 +87,8 @@ class JobService:
         self.store = store if store is not None else Store(settings.home, settings.database_url)
         self.default_model = resolve_model_id(settings.model)
         self.changes = Changes()
-        self.worker = Worker(settings, self.store, self.changes.notify)
+        self.telemetry = Telemetry()  # what /metrics and /health report about this process's worker
+        self.worker = Worker(settings, self.store, self.changes.notify, self.telemetry)
 
     @property
     def worker_state(self) -> str:
@@ -144,7 +150,7 @@ class JobService:
     def _create(self, requests: list[GenerationRequest], model_id: str) -> list[Generation]:
         limit = self.settings.max_queue
         if len(requests) > limit:
-            raise ServiceError(
+            raise QueueFullError(
                 f"variations: {len(requests)} is more than the queue holds "
                 f"({limit}, set by DGX_MUSIC_MAX_QUEUE); ask for fewer variations"
             )
@@ -152,7 +158,7 @@ class JobService:
         try:
             return self.store.create_many(model_id, jobs, max_pending=limit)
         except QueueFull as full:
-            raise ServiceError(
+            raise QueueFullError(
                 f"the queue is full ({full.pending} pending, limit {limit} set by DGX_MUSIC_MAX_QUEUE); "
                 "wait for jobs to finish (job_status) or cancel some (cancel_job)"
             ) from None

@@ -32,7 +32,7 @@ def serve(settings: Settings, transport: str = "stdio", host: str = "127.0.0.1",
     # event loop more often than every 5 ms so status calls stay quick while a batch runs.
     sys.setswitchinterval(0.001)
     service = JobService(settings)
-    app = build_server(service)
+    app = build_server(service, studio_url(host, port) if transport == "http" else None)
     with service:
         if transport == "stdio":
             for signum in (signal.SIGTERM, signal.SIGINT):
@@ -40,7 +40,7 @@ def serve(settings: Settings, transport: str = "stdio", host: str = "127.0.0.1",
             announce_ready(ready_line(settings, transport, host, port))
             anyio.run(app.run_stdio_async)
         else:
-            asgi = http_app(app, settings, transport, host)
+            asgi = http_app(app, service, settings, transport, host)
             # uvicorn stops on SIGINT/SIGTERM itself; long-polls get 5 s to finish before they are cut.
             config = uvicorn.Config(
                 asgi, host=host, port=port, log_config=None, lifespan="on", timeout_graceful_shutdown=5
@@ -59,10 +59,15 @@ def ready_line(settings: Settings, transport: str, host: str, port: int) -> str:
         where = "MCP over stdio (stdin/stdout)"
     else:
         name = "streamable HTTP" if transport == "http" else "SSE"
-        address = f"[{host}]" if ":" in host else host
-        where = f"MCP over {name} at http://{address}:{port}{_path(transport)}"
+        endpoint = f"http://{_url_host(host)}:{port}{_path(transport)}"
+        where = f"MCP over {name} at {endpoint}"
         if settings.token:
             where += " (send Authorization: Bearer $DGX_MUSIC_TOKEN)"
+        if transport == "http":
+            where += (
+                f"; studio at {studio_url(host, port)}; "
+                f"connect Claude Code: claude mcp add --transport http dgx-music {endpoint}"
+            )
     return (
         f"dgx-music ready: {where}; model {settings.model} (loads in the background; the first generation "
         f"waits for it); data in {settings.home}"
@@ -87,17 +92,34 @@ class _ReadyServer(uvicorn.Server):
             announce_ready(self._ready)
 
 
-def http_app(app: MCPServer, settings: Settings, transport: str, host: str) -> ASGIApp:
-    """The SDK's Starlette app for the transport, with Host/Origin checks and, when a token is set, auth."""
+def http_app(app: MCPServer, service: JobService, settings: Settings, transport: str, host: str) -> ASGIApp:
+    """The app for the transport, with Host/Origin checks and, when a token is set, auth.
+
+    ``http`` is one port for everything (MCP at /mcp, REST, studio: see ``web``); ``sse`` is MCP alone.
+    """
     # The SDK turns DNS-rebinding protection on by itself for loopback hosts only.
     security = None if is_loopback(host) else _security_for(host, settings.allowed_hosts)
+    public = None
     if transport == "sse":
         asgi: ASGIApp = app.sse_app(host=host, transport_security=security)
     elif transport == "http":
-        asgi = app.streamable_http_app(host=host, transport_security=security)
+        from mcp_server.web import is_public, one_port_app  # FastAPI loads for this transport only
+
+        asgi, public = one_port_app(app, service, host, security), is_public
     else:
         raise ConfigError(f"--transport must be stdio, sse or http (got {transport!r})")
-    return BearerTokenMiddleware(asgi, settings.token) if settings.token else asgi
+    return BearerTokenMiddleware(asgi, settings.token, public) if settings.token else asgi
+
+
+def studio_url(host: str, port: int) -> str:
+    """Where a browser finds the studio: this machine's name when bound to every interface."""
+    return f"http://{_url_host(host)}:{port}/"
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::"):
+        host = socket.gethostname()
+    return f"[{host}]" if ":" in host else host
 
 
 def _security_for(host: str, extra: str | None) -> TransportSecuritySettings:

@@ -36,6 +36,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from engine.models import resolve_model_id
 from mcp_server.config import Settings
+from mcp_server.telemetry import Telemetry
 from storage import Generation, IllegalTransition, Store
 
 if TYPE_CHECKING:  # torch and transformers load on the worker thread, so `initialize` is answered at once
@@ -48,6 +49,7 @@ POLL_SECONDS = 0.5  # how often jobs queued (or cancelled) by other processes ar
 NOTIFY_EVERY_SECONDS = 0.2  # progress wake-ups of waiters are throttled to this
 RETRY_SECONDS = 5  # after an unexpected worker error
 MAX_ATTEMPTS = 2  # a job left processing by a second crash fails instead of running a third time
+NOT_ADMITTED_STAGES = ("queued", "waiting for memory")  # claimed jobs outside every running batch
 MODEL_HEADROOM = 1.2  # a model is loaded beside others when free memory exceeds its weights by this factor
 
 
@@ -72,10 +74,13 @@ class _Resident:
 class Worker:
     """Owns the loaded models. ``start`` runs the loop on its own thread; other methods are thread-safe."""
 
-    def __init__(self, settings: Settings, store: Store, notify: Callable[[], None]) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, notify: Callable[[], None], telemetry: Telemetry
+    ) -> None:
         self.settings = settings
         self.store = store
         self._notify = notify
+        self.telemetry = telemetry
         self.state = "not started"  # for logs and doctor: standby | loading ... | ready | load failed: ...
         self.first_audio_seconds: float | None = None  # from start to the first completed job's audio
         self._lock = threading.Lock()
@@ -122,7 +127,7 @@ class Worker:
     def running_job_ids(self) -> list[str]:
         """The jobs admitted into a running batch here (none when idle or on standby)."""
         with self._lock:
-            return [job_id for job_id, (_, _, stage) in self._progress.items() if stage != "loading model"]
+            return [job for job, (_, _, stage) in self._progress.items() if stage not in NOT_ADMITTED_STAGES]
 
     def progress(self, job_id: str) -> tuple[int, int, str] | None:
         """(steps done on the device, steps needed, stage) of a claimed job; None when not claimed here."""
@@ -178,9 +183,15 @@ class Worker:
         for resident in list(self._residents.values()):
             core = resident.engine.core
             if core.has_work:
-                self._record(resident, core.step())
+                started = time.monotonic()
+                report = core.step()
+                seconds = time.monotonic() - started
+                self.telemetry.step_done(len(report.progress) + len(report.finished), seconds)
+                self._record(resident, report)
                 resident.last_used = time.monotonic()
                 worked = True
+        if not worked:
+            self.telemetry.idle()
         if time.monotonic() - self._last_notify >= NOTIFY_EVERY_SECONDS:
             self._last_notify = time.monotonic()
             self._notify()
@@ -213,9 +224,8 @@ class Worker:
                 job = waiting[0]
                 admission = core.can_admit(job.request)
                 if admission.decision is Decision.LATER:
-                    self._set_progress(
-                        job, 0, "waiting for memory" if "free" in admission.reason else "queued"
-                    )
+                    queued, waiting_for_memory = NOT_ADMITTED_STAGES
+                    self._set_progress(job, 0, waiting_for_memory if "free" in admission.reason else queued)
                     break
                 waiting.pop(0)
                 if admission.decision is Decision.NEVER:
@@ -362,6 +372,7 @@ class Worker:
                     self._fail(generation.id, error or "could not load the model")
                 continue
             self._residents[model_id] = _Resident(model_id, engine)
+            self.telemetry.model_loaded(engine)
             for resident in self._residents.values():
                 resident.draining = False
             self.state = "ready"
@@ -399,6 +410,7 @@ class Worker:
                     device=device or "",
                     seed=result.seed,
                 )
+                self.telemetry.job_completed(result.generation_seconds)
                 if self.first_audio_seconds is None:
                     self.first_audio_seconds = time.monotonic() - self._started
                     log.info("first audio %.1f s after the worker started", self.first_audio_seconds)

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import soundfile as sf
 from mcp import Client
@@ -82,6 +83,18 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], log_name: str, ti
         except OSError:
             time.sleep(0.2)
     raise RuntimeError(f"server did not listen on {port} within {timeout} s")
+
+
+def wait_healthy(url: str, headers: dict[str, str] | None = None, timeout: float = 120.0) -> dict[str, Any]:
+    """Until GET /health says the worker can run jobs (the model has loaded); its body."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = httpx.get(url + "/health", headers=headers, timeout=30)
+        if response.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    assert response.status_code == 200, f"/health never became 200: {response.text}"
+    return dict(response.json())
 
 
 @asynccontextmanager

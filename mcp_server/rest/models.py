@@ -1,0 +1,90 @@
+"""Request and response bodies of the REST API that the MCP tools do not have: built from the same argument
+types (``mcp_server.schemas``), so a bound or description changes in one place for both surfaces."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mcp_server.schemas import (
+    REQUEST_DEFAULTS,
+    Arrangement,
+    Bpm,
+    Duration,
+    GapSeconds,
+    GuidanceScale,
+    JobIds,
+    LoudnessLufs,
+    ModelName,
+    Prompt,
+    Seed,
+    SessionName,
+    Temperature,
+    TopK,
+    TopP,
+    Variations,
+)
+
+GENERATION_FIELDS = ("prompt", "duration", "seed", "temperature", "top_k", "top_p", "guidance_scale")
+
+
+class GenerateRequest(BaseModel):
+    """The arguments of the generate_music tool, minus the wait (use GET /api/v1/jobs/{id}?wait=)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: Prompt
+    duration: Duration = REQUEST_DEFAULTS["duration"]
+    seed: Seed = REQUEST_DEFAULTS["seed"]
+    temperature: Temperature = REQUEST_DEFAULTS["temperature"]
+    top_k: TopK = REQUEST_DEFAULTS["top_k"]
+    top_p: TopP = REQUEST_DEFAULTS["top_p"]
+    guidance_scale: GuidanceScale = REQUEST_DEFAULTS["guidance_scale"]
+    variations: Variations = 1
+    loudness_lufs: LoudnessLufs = REQUEST_DEFAULTS["loudness_lufs"]
+    model: ModelName = None
+
+    def generation_params(self) -> dict[str, Any]:
+        """The engine's GenerationRequest arguments."""
+        return self.model_dump(exclude={"variations", "model"})
+
+
+class ExportRequest(BaseModel):
+    """The arguments of the export_to_ardour tool."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_ids: JobIds
+    session_name: SessionName
+    arrangement: Arrangement = "sequential"
+    gap_seconds: GapSeconds = 0.0
+    bpm: Bpm = None
+    enable_osc: bool = False
+
+
+class Peaks(BaseModel):
+    """A waveform for drawing: per point, the lowest and highest sample over all channels (-1 to 1)."""
+
+    job_id: str
+    sample_rate: int
+    channels: int
+    duration_s: float
+    points: int
+    min: list[float]
+    max: list[float]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"] = Field(description="unavailable (HTTP 503) while jobs cannot run.")
+    version: str
+    worker: str = Field(
+        description="ready, standby (another process on this data directory runs the jobs), loading MODEL, "
+        "load failed: WHY, or not started."
+    )
+    queue_depth: int = Field(description="Pending jobs.")
+    running: int = Field(description="Jobs being decoded now.")
+    model: str = Field(description="The default model jobs use.")
+    loaded_model: str | None = Field(description="The model resident in this process's worker, if any.")
+    device: str | None
+    dtype: str | None
