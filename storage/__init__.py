@@ -3,20 +3,25 @@
 from storage.db import default_home
 from storage.errors import (
     AudioIntegrityError,
+    HasChildren,
     IllegalTransition,
     NotFound,
     QueueFull,
     StorageBusy,
     StorageError,
 )
+from storage.lineage import Lineage, Operation
 from storage.models import Status
 from storage.store import Generation, Page, RecoveryReport, Store
 
 __all__ = [
     "AudioIntegrityError",
     "Generation",
+    "HasChildren",
     "IllegalTransition",
+    "Lineage",
     "NotFound",
+    "Operation",
     "Page",
     "QueueFull",
     "RecoveryReport",
