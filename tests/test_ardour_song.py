@@ -87,11 +87,11 @@ def test_song_stems_edit_and_variations_as_ardour_sees_and_plays_them(tmp_path: 
     track_names = ["Song", *(s.title() for s in STEMS), "Bridge edit", "Take 2", "Take 3"]
     assert [t.name for t in manifest.tracks] == track_names
     assert_ardour_sees(view, manifest, [by_name[name] for name in track_names])
-    mix, *stems = view.tracks[:5]
+    mix, *stem_tracks = view.tracks[:5]
     assert mix.muted and [r.position for r in mix.regions] == [0]
-    for stem in stems:  # every stem region at 0 with the source's length, as Ardour loaded it
-        [region] = stem.regions
-        assert (region.position, region.length, region.start) == (0, song_length, 0) and not stem.muted
+    for seen in stem_tracks:  # every stem region at 0 with the source's length, as Ardour loaded it
+        [region] = seen.regions
+        assert (region.position, region.length, region.start) == (0, song_length, 0) and not seen.muted
     [group] = view.groups
     assert (group.name, group.routes, group.active) == ("Variations", ["Take 2", "Take 3"], True)
     assert group.shares_mute and group.shares_solo

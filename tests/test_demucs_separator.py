@@ -144,6 +144,7 @@ def test_results_come_as_soon_as_each_separation_is_done(separator: DemucsSepara
         (np.zeros((3, 48000), np.float32), 48000, "audio", "mono or stereo"),
         (np.full((2, 48000), np.nan, np.float32), 48000, "audio", "NaN"),
         (np.zeros((2, 48000), np.float32), 1000, "sample_rate", "8000-384000"),
+        (np.zeros((2, 48000), np.int16), 48000, "audio", "float samples"),
     ],
 )
 def test_bad_audio_is_refused_naming_the_argument(

@@ -137,7 +137,8 @@ class DemucsSeparator:
     def validate(self, request: SeparationRequest) -> None:
         """Raise SeparationInputError (naming `audio` or `sample_rate`) for input this cannot separate."""
         rate, audio = request.sample_rate, request.audio
-        if not isinstance(rate, int) or not SAMPLE_RATES[0] <= rate <= SAMPLE_RATES[1]:
+        whole = isinstance(rate, (int, np.integer)) and not isinstance(rate, bool)
+        if not whole or not SAMPLE_RATES[0] <= rate <= SAMPLE_RATES[1]:
             raise SeparationInputError(
                 "sample_rate",
                 f"must be a whole number of Hz in {SAMPLE_RATES[0]}-{SAMPLE_RATES[1]} (got {rate!r})",
@@ -147,6 +148,8 @@ class DemucsSeparator:
             raise SeparationInputError(
                 "audio", f"must be mono or stereo, channels x samples (got shape {shape})"
             )
+        if not np.issubdtype(audio.dtype, np.floating):
+            raise SeparationInputError("audio", f"must hold float samples in [-1, 1] (got {audio.dtype})")
         seconds = audio.shape[1] / rate
         if not MIN_SECONDS <= seconds <= MAX_SECONDS:
             raise SeparationInputError(
