@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
+from . import song
 from .audio import StoredClip, store_at_rate
 from .errors import InvalidArgumentError, SessionWriteError
 from .models import Clip, MarkerInfo, SessionManifest, TrackInfo
@@ -17,7 +18,8 @@ from .naming import audio_file_names, sanitize_session_name, unique_track_names
 from .paths import discard, publish, reserve_session_dir, resolve_output_root
 from .session_xml import METADATA_KEYS, SessionSpec, TrackSpec, clean_text, session_xml
 
-Arrangement = Literal["sequential", "stacked", "explicit"]
+Arrangement = Literal["sequential", "stacked", "explicit", "song"]
+ARRANGEMENTS = ("sequential", "stacked", "explicit", "song")
 SAMPLE_RATES = (44100, 48000, 88200, 96000, 192000)
 NOTE_VALUES = (1, 2, 4, 8, 16, 32)
 DEFAULT_BPM = 120.0
@@ -39,12 +41,18 @@ def export_session(
     enable_osc: bool = False,
     if_exists: Literal["rename", "error"] = "rename",
     allowed_root: Path | None = None,
+    include_mix: bool = True,
+    variation_group: str = song.DEFAULT_VARIATION_GROUP,
 ) -> SessionManifest:
     """Write root/NAME/NAME.ardour with one track per clip and return (and write) its manifest.
 
     Arrangements: "sequential" puts clips one after another with `gap_s` between them, "stacked" starts
-    them all at 0, "explicit" uses each Clip.start_s (the other two ignore start_s). Every clip start gets
-    a marker named after its track; the session range runs from 0 to the end of the last clip.
+    them all at 0, "explicit" uses each Clip.start_s (the others ignore start_s); in these every clip start
+    gets a marker named after its track. "song" lays out one song by each clip's role: the song ("mix")
+    and its stems ("stem:NAME") aligned at 0, the mix muted when stems play it (or left out with
+    `include_mix=False`); edits at their section's place, trimmed to the section, with markers at its
+    bounds; variations at 0 in the route group `variation_group`. Tracks come in that order. The session
+    range runs from 0 to the end of the last region.
 
     The directory appears complete or not at all: it is written under a hidden staging name, then renamed
     onto NAME, which was claimed with mkdir so concurrent exports never share one. The real path of `root`
@@ -52,6 +60,12 @@ def export_session(
     goes to each region's gain (scale-amplitude); faders stay at 0 dB.
     """
     tempo = _check_arguments(clips, arrangement, gap_s, bpm, meter, sample_rate, if_exists)
+    song.check_roles(clips)
+    if arrangement == "song":
+        group = song.check_group_name(variation_group)
+        clips = song.select_clips(clips, include_mix)
+    elif not include_mix:
+        raise InvalidArgumentError(f"include_mix=False applies to arrangement 'song' (got {arrangement!r})")
     user_markers = _check_markers(markers, sample_rate)
     name = sanitize_session_name(session_name)
     meta = _check_metadata({"title": name, **(metadata or {})})
@@ -68,19 +82,29 @@ def export_session(
             store_at_rate(clip.path, audiofiles / file_name, sample_rate)
             for clip, file_name in zip(clips, file_names, strict=True)
         ]
-        starts = _arrange(clips, [s.frames for s in stored], arrangement, gap_s, sample_rate)
+        frames = [s.frames for s in stored]
+        if arrangement == "song":
+            placements, track_markers = song.layout(clips, frames, names, sample_rate, group)
+        else:
+            starts = _arrange(clips, frames, arrangement, gap_s, sample_rate)
+            placements = [song.Placement(start, 0, n) for start, n in zip(starts, frames, strict=True)]
+            track_markers = list(zip(names, starts, strict=True))
         tracks = [
             TrackSpec(
                 name=track_name,
                 file_name=file_name,
                 channels=s.channels,
-                start=start,
-                length=s.frames,
+                start=place.start,
+                length=place.length,
                 scale=10.0 ** (clip.gain_db / 20.0),
                 comment=clip.comment,
+                file_frames=s.frames,
+                source_offset=place.source_offset,
+                muted=place.muted,
+                group=place.group,
             )
-            for clip, s, start, track_name, file_name in zip(
-                clips, stored, starts, names, file_names, strict=True
+            for clip, s, place, track_name, file_name in zip(
+                clips, stored, placements, names, file_names, strict=True
             )
         ]
         spec = SessionSpec(
@@ -90,7 +114,7 @@ def export_session(
             meter=meter,
             end=max(t.start + t.length for t in tracks),
             tracks=tracks,
-            markers=sorted([(t.name, t.start) for t in tracks] + user_markers, key=lambda m: m[1]),
+            markers=sorted(track_markers + user_markers, key=lambda m: m[1]),
             metadata=meta,
             enable_osc=enable_osc,
         )
@@ -121,9 +145,9 @@ def _check_arguments(
     """Validate the scalar arguments; returns the tempo to use."""
     if not 1 <= len(clips) <= MAX_TRACKS:
         raise InvalidArgumentError(f"clips: pass 1 to {MAX_TRACKS} clips (got {len(clips)})")
-    if arrangement not in ("sequential", "stacked", "explicit"):
+    if arrangement not in ARRANGEMENTS:
         raise InvalidArgumentError(
-            f"arrangement must be 'sequential', 'stacked' or 'explicit' (got {arrangement!r})"
+            f"arrangement must be 'sequential', 'stacked', 'explicit' or 'song' (got {arrangement!r})"
         )
     if arrangement == "explicit" and any(clip.start_s is None for clip in clips):
         missing = [clip.name for clip in clips if clip.start_s is None]
@@ -230,6 +254,10 @@ def _manifest(
                 length_samples=t.length,
                 start_s=t.start / rate,
                 length_s=t.length / rate,
+                role=clip.role,
+                muted=t.muted,
+                group=t.group,
+                source_offset_samples=t.source_offset,
             )
             for n, (t, clip, a) in enumerate(zip(spec.tracks, clips, stored, strict=True), start=1)
         ],

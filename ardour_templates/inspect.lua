@@ -55,7 +55,7 @@ for _, r in ipairs(routes) do
   emit({{"kind", "route"}, {"name", r:name()}, {"order", r:presentation_info_ptr():order()},
         {"is_track", not t:isnil()}, {"is_master", r:is_master()}, {"inputs", r:n_inputs():n_audio()},
         {"outputs", r:n_outputs():n_audio()}, {"gain", r:gain_control():get_value()},
-        {"comment", r:comment()}})
+        {"muted", r:muted()}, {"comment", r:comment()}})
   if not t:isnil() then
     for region in t:playlist():region_list():iter() do
       local ar = region:to_audioregion()
@@ -70,6 +70,13 @@ for _, r in ipairs(routes) do
             {"sources", paths}})
     end
   end
+end
+
+for g in Session:route_groups():iter() do
+  local members = {}
+  for r in g:route_list():iter() do members[#members + 1] = r:name() end
+  emit({{"kind", "group"}, {"name", g:name()}, {"routes", members}, {"active", g:is_active()},
+        {"shares_mute", g:is_mute()}, {"shares_solo", g:is_solo()}, {"shares_gain", g:is_gain()}})
 end
 
 for l in Session:locations():list():iter() do

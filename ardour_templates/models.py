@@ -13,7 +13,8 @@ PathString = Annotated[Path, WithJsonSchema({"type": "string"})]
 
 
 class Clip(BaseModel):
-    """One audio file that becomes one track. `start_s` is used by the "explicit" arrangement only."""
+    """One audio file that becomes one track. `start_s` is used by the "explicit" arrangement only;
+    `role` and `section` by the "song" arrangement (other arrangements record the role in the manifest)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -22,6 +23,16 @@ class Clip(BaseModel):
     start_s: float | None = Field(default=None, ge=0.0, le=86_400.0, allow_inf_nan=False)
     gain_db: float = Field(default=0.0, ge=-60.0, le=24.0, allow_inf_nan=False)
     comment: str = Field(default="", max_length=20_000)
+    role: str | None = Field(
+        default=None,
+        description="'mix' (the song), 'stem:NAME' (e.g. 'stem:drums'), 'edit' (a section regenerated) or "
+        "'variation' (another take of the song)",
+    )
+    section: tuple[float, float] | None = Field(
+        default=None,
+        description="role 'edit': the regenerated section (start_s, end_s) in the clip's own time, which is "
+        "the song's time",
+    )
 
 
 class TrackInfo(BaseModel):
@@ -39,6 +50,10 @@ class TrackInfo(BaseModel):
     length_samples: int
     start_s: float
     length_s: float
+    role: str | None = Field(default=None, description="mix, stem:NAME, edit or variation (from the clip)")
+    muted: bool = False
+    group: str | None = Field(default=None, description="the route group holding the track")
+    source_offset_samples: int = Field(default=0, description="where in the file the region begins")
 
 
 class MarkerInfo(BaseModel):

@@ -33,10 +33,14 @@ class TrackSpec:
     name: str
     file_name: str  # inside interchange/NAME/audiofiles/
     channels: int
-    start: int  # samples
-    length: int  # samples
+    start: int  # samples: the region's position on the timeline
+    length: int  # samples: the region's length
     scale: float  # linear region gain (scale-amplitude)
     comment: str
+    file_frames: int  # samples in the file (the whole-file region)
+    source_offset: int = 0  # samples into the file where the region begins
+    muted: bool = False
+    group: str | None = None  # the route group the track belongs to
 
 
 @dataclass(frozen=True)
@@ -92,10 +96,13 @@ class _Builder:
         self.locations(_sub(root, "Locations"))
         routes, playlists = _sub(root, "Routes"), _sub(root, "Playlists")
         self.route(routes, "Master", self.ids(), inputs=2, order=0)
+        members: dict[str, list[int]] = {}
         for order, track in enumerate(spec.tracks, start=1):
             source_ids = [self.source(sources, track, channel) for channel in range(track.channels)]
             self.region(regions, track, source_ids, whole_file=True)
             route_id, playlist_id = self.ids(), self.ids()
+            if track.group is not None:
+                members.setdefault(track.group, []).append(route_id)
             self.route(routes, track.name, route_id, inputs=track.channels, order=order, track=track,
                        playlist_id=playlist_id)  # fmt: skip
             playlist = _sub(playlists, "Playlist", id=playlist_id, name=track.name, type="audio",
@@ -103,7 +110,12 @@ class _Builder:
                             combine_ops=0)  # fmt: skip
             self.region(playlist, track, source_ids, whole_file=False)
         _sub(root, "Bundles")
-        _sub(root, "RouteGroups")  # required even when empty: without it the session does not load
+        groups = _sub(root, "RouteGroups")  # required even when empty: without it the session does not load
+        for group, route_ids in members.items():
+            # Shares gain (relatively), mute, solo, selection...: one click mutes or solos the whole group.
+            _sub(groups, "RouteGroup", id=self.ids(), rgba=0, used_to_share_gain=0, name=group, hidden=0,
+                 active=1, relative=1, gain=1, mute=1, solo=1, recenable=1, select=1, route_active=1, color=1,
+                 monitoring=1, group_master_number=-1, routes=" ".join(map(str, route_ids)))  # fmt: skip
         self.tempo_map(_sub(root, "TempoMap", superclocks_per_second=SUPERCLOCK_RATE))
         if spec.enable_osc:
             _sub(_sub(root, "ControlProtocols"), "Protocol", name=OSC_PROTOCOL, active=1)
@@ -132,14 +144,16 @@ class _Builder:
         return source_id
 
     def region(self, node: ET.Element, track: TrackSpec, source_ids: list[int], *, whole_file: bool) -> None:
-        position = 0 if whole_file else track.start
+        position, offset, length = (0, 0, track.file_frames) if whole_file else (
+            track.start, track.source_offset, track.length
+        )  # fmt: skip
         attrs: dict[str, object] = {
             "name": track.file_name.removesuffix(".wav") if whole_file else f"{track.name}.1",
             "muted": 0, "opaque": 1, "locked": 0, "video-locked": 0, "automatic": 0,
             "whole-file": int(whole_file), "import": 0, "external": 0, "sync-marked": 0, "left-of-split": 0,
             "right-of-split": 0, "hidden": 0, "position-locked": 0, "valid-transients": 0,
-            "start": self.time(0),  # offset into the source
-            "length": f"{self.time(track.length)}@{self.time(position)}",  # length and position in one
+            "start": self.time(offset),  # offset into the source
+            "length": f"{self.time(length)}@{self.time(position)}",  # length and position in one
             "sync-position": self.time(0), "stretch": 1, "shift": 1, "layering-index": 0, "tags": "",
             "type": "audio", "envelope-active": 0, "default-fade-in": 1, "default-fade-out": 1,
             "fade-in-active": 1, "fade-out-active": 1, "scale-amplitude": repr(track.scale),
@@ -164,6 +178,9 @@ class _Builder:
         _sub(route, "PresentationInfo", order=order, flags=flags, color=0)
         self.io(route, name, "Input", inputs)
         self.io(route, name, "Output", 2)
+        if track is not None and track.muted:
+            _sub(route, "MuteMaster", mute_point="PreFader,PostFader,Listen,Main", muted=1)
+            _sub(route, "Controllable", name="mute", id=self.ids(), flags="Toggle,RealTime", value=1)
         if track is not None:
             self.processor(route, "diskwriter", f"recorder:{name}", record_safe=0)
             self.processor(route, "diskreader", f"player:{name}")

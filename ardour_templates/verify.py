@@ -44,8 +44,19 @@ class RouteView:
     inputs: int
     outputs: int
     gain: float
+    muted: bool
     comment: str
     regions: list[RegionView] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class GroupView:
+    name: str
+    routes: list[str]
+    active: bool
+    shares_mute: bool
+    shares_solo: bool
+    shares_gain: bool
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,7 @@ class SessionView:
     note_value: int
     routes: list[RouteView]
     locations: list[LocationView]
+    groups: list[GroupView] = field(default_factory=list)
 
     @property
     def tracks(self) -> list[RouteView]:
@@ -151,6 +163,7 @@ def _session_view(records: list[dict[str, object]]) -> SessionView:
         note_value=int(tempo["note_value"]),  # type: ignore[call-overload]
         routes=sorted(routes.values(), key=lambda r: r.order),
         locations=[LocationView(**loc) for loc in by_kind.get("location", [])],  # type: ignore[arg-type]
+        groups=[GroupView(**group) for group in by_kind.get("group", [])],  # type: ignore[arg-type]
     )
 
 

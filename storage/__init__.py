@@ -4,12 +4,14 @@ from storage.db import default_home
 from storage.errors import (
     AmbiguousId,
     AudioIntegrityError,
+    HasChildren,
     IllegalTransition,
     NotFound,
     QueueFull,
     StorageBusy,
     StorageError,
 )
+from storage.lineage import Lineage, Operation
 from storage.models import Status
 from storage.store import Generation, Page, RecoveryReport, Store
 
@@ -17,8 +19,11 @@ __all__ = [
     "AmbiguousId",
     "AudioIntegrityError",
     "Generation",
+    "HasChildren",
     "IllegalTransition",
+    "Lineage",
     "NotFound",
+    "Operation",
     "Page",
     "QueueFull",
     "RecoveryReport",

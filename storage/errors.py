@@ -52,3 +52,26 @@ class QueueFull(StorageError):
         self.adding = adding
         self.limit = limit
         super().__init__(f"the queue is full ({pending} pending, {adding} more asked for, limit {limit})")
+
+
+class HasChildren(StorageError):
+    """Other generations derive from the one asked to be deleted: delete them too, or keep it."""
+
+    def __init__(self, generation_id: str, dependants: list[str], *, as_source: bool = False) -> None:
+        self.generation_id = generation_id
+        self.dependants = dependants
+        self.as_source = as_source
+        shown = ", ".join(dependants[:5]) + (
+            f" and {len(dependants) - 5} more" if len(dependants) > 5 else ""
+        )
+        if as_source:
+            message = (
+                f"generation {generation_id} (or one derived from it) is the conditioning source of "
+                f"{len(dependants)} generation(s) outside its family ({shown}); delete those first"
+            )
+        else:
+            message = (
+                f"generation {generation_id} has {len(dependants)} generation(s) derived from it (stems, "
+                f"edits, continuations: {shown}); delete its whole family instead, or those first"
+            )
+        super().__init__(message)

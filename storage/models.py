@@ -6,7 +6,18 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, CheckConstraint, DateTime, Float, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -28,6 +39,19 @@ ALLOWED_SOURCES: dict[Status, frozenset[Status]] = {
     Status.CANCELLED: frozenset({Status.PENDING, Status.PROCESSING}),
     Status.PENDING: frozenset({Status.PROCESSING}),
 }
+
+
+LINEAGE_OPERATION_CHECK = "operation IN ('generate', 'continue', 'melody', 'edit', 'stems', 'remix')"
+LINEAGE_STEM_CHECK = "(operation = 'stems') = (stem IS NOT NULL)"
+LINEAGE_SECTION_CHECK = (
+    "(operation = 'edit' AND section_start_s IS NOT NULL AND section_end_s IS NOT NULL"
+    " AND section_start_s >= 0 AND section_end_s > section_start_s) OR "
+    "(operation <> 'edit' AND section_start_s IS NULL AND section_end_s IS NULL)"
+)
+LINEAGE_SOURCE_CHECK = (
+    "(source_file_name IS NULL) = (source_file_sha256 IS NULL) AND "
+    "(source_job_id IS NULL OR source_file_name IS NULL)"
+)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -61,6 +85,13 @@ class GenerationRow(Base):
         Index("ix_generations_status_created", "status", "created_at", "id"),
         Index("ix_generations_model_created", "model_name", "created_at"),
         Index("ix_generations_created", "created_at", "id"),
+        # Lineage (migration 0004); the checks restate storage.lineage.Lineage's rules for other writers.
+        CheckConstraint(LINEAGE_OPERATION_CHECK, name="ck_generations_operation"),
+        CheckConstraint(LINEAGE_STEM_CHECK, name="ck_generations_stem"),
+        CheckConstraint(LINEAGE_SECTION_CHECK, name="ck_generations_section"),
+        CheckConstraint(LINEAGE_SOURCE_CHECK, name="ck_generations_source"),
+        Index("ix_generations_parent", "parent_id"),
+        Index("ix_generations_source_job", "source_job_id"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -97,6 +128,21 @@ class GenerationRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     device: Mapped[str | None] = mapped_column(String(64))
+
+    # Lineage. Both links are foreign keys without cascades: a row others derive from cannot be deleted
+    # alone (Store.delete removes a whole subtree in one statement).
+    parent_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("generations.id", name="fk_generations_parent")
+    )
+    operation: Mapped[str] = mapped_column(String(16), default="generate", server_default="generate")
+    source_job_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("generations.id", name="fk_generations_source_job")
+    )
+    source_file_name: Mapped[str | None] = mapped_column(String(255))
+    source_file_sha256: Mapped[str | None] = mapped_column(String(64))
+    stem: Mapped[str | None] = mapped_column(String(32))
+    section_start_s: Mapped[float | None] = mapped_column(Float)
+    section_end_s: Mapped[float | None] = mapped_column(Float)
 
 
 # params dict key (the public contract) -> column attribute.

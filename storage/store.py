@@ -11,13 +11,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy import Select, and_, delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from storage import bwf, db, files
 from storage.cursor import Cursor, decode, encode, filters_digest
 from storage.db import run_transaction
-from storage.errors import AmbiguousId, AudioIntegrityError, IllegalTransition, NotFound, QueueFull
+from storage.errors import (
+    AmbiguousId,
+    AudioIntegrityError,
+    HasChildren,
+    IllegalTransition,
+    NotFound,
+    QueueFull,
+    StorageError,
+)
+from storage.lineage import Lineage
 from storage.models import ALLOWED_SOURCES, PARAM_COLUMNS, GenerationRow, Status
 from storage.search import apply_search
 
@@ -51,6 +61,7 @@ class Generation:
     attempts: int
     device: str | None
     metadata: dict[str, Any]
+    lineage: Lineage = field(default_factory=Lineage)
 
 
 @dataclass(frozen=True)
@@ -127,6 +138,16 @@ class Store:
             attempts=row.attempts,
             device=row.device,
             metadata=dict(row.meta or {}),
+            lineage=Lineage(
+                operation=row.operation,  # type: ignore[arg-type]  # validated by Lineage
+                parent_id=row.parent_id,
+                source_job_id=row.source_job_id,
+                source_file_name=row.source_file_name,
+                source_file_sha256=row.source_file_sha256,
+                stem=row.stem,
+                section_start_s=row.section_start_s,
+                section_end_s=row.section_end_s,
+            ),
         )
 
     def _read(self, generation_id: str) -> Generation:
@@ -142,10 +163,14 @@ class Store:
         model_name: str,
         params: Mapping[str, Any],
         metadata: Mapping[str, Any] | None = None,
+        lineage: Lineage | None = None,
     ) -> Generation:
         """Record a new pending job. `params` keys: duration, seed, temperature, top_k, top_p,
-        guidance_scale, loudness_lufs (missing keys are stored as None)."""
-        [generation] = self.create_many(model_name, [(prompt, params)], metadata=metadata)
+        guidance_scale, loudness_lufs (missing keys are stored as None). `lineage`: how it is derived
+        (default: from text alone); its parent and source job must exist (else NotFound)."""
+        [generation] = self.create_many(
+            model_name, [(prompt, params)], metadata=metadata, lineages=None if lineage is None else [lineage]
+        )
         return generation
 
     def create_many(
@@ -155,24 +180,30 @@ class Store:
         *,
         max_pending: int | None = None,
         metadata: Mapping[str, Any] | None = None,
+        lineages: Sequence[Lineage] | None = None,
     ) -> list[Generation]:
         """Record several pending jobs (prompt, params) in one transaction: all of them or none.
 
         With `max_pending`, raise `QueueFull` when the pending queue would grow beyond it. The count is taken
         inside the write lock, so concurrent callers, in any process, cannot overshoot the bound together.
+        `lineages`, one per job (e.g. the four stems of one song), says how each is derived.
         """
         if not isinstance(model_name, str) or not model_name.strip():
             raise ValueError("model_name must be a non-empty string, e.g. 'facebook/musicgen-small'")
+        if lineages is not None and len(lineages) != len(jobs):
+            raise ValueError(f"lineages: pass one per job ({len(jobs)} jobs, {len(lineages)} lineages)")
         rows: list[tuple[str, dict[str, Any]]] = []
-        for prompt, params in jobs:
+        for (prompt, params), lineage in zip(jobs, lineages or [Lineage()] * len(jobs), strict=True):
             if not isinstance(prompt, str) or not prompt.strip():
                 raise ValueError("prompt must be a non-empty string")
             unknown = sorted(set(params) - set(PARAM_COLUMNS))
             if unknown:
                 raise ValueError(f"unknown params {unknown}; allowed keys: {', '.join(PARAM_COLUMNS)}")
-            rows.append((prompt, {PARAM_COLUMNS[key]: value for key, value in params.items()}))
+            values = {PARAM_COLUMNS[key]: value for key, value in params.items()}
+            rows.append((prompt, values | _lineage_columns(lineage)))
 
         def work(session: Session) -> list[Generation]:
+            _check_references(session, rows)
             if max_pending is not None:
                 pending = session.scalar(
                     select(func.count())
@@ -200,7 +231,13 @@ class Store:
             session.flush()
             return [self._snapshot(row) for row in created]
 
-        return run_transaction(self.engine, work, write=True)
+        try:
+            return run_transaction(self.engine, work, write=True)
+        except IntegrityError as error:
+            # PostgreSQL: a referenced job deleted by another transaction between the check and the insert.
+            raise NotFound(
+                f"a parent or source job of these generations was just deleted ({error.orig})"
+            ) from None
 
     def claim(self, model_name: str | None = None, limit: int = 1) -> list[Generation]:
         """Atomically move up to `limit` oldest pending jobs of one model (None: the oldest job's model) to
@@ -365,18 +402,89 @@ class Store:
             raise AmbiguousId(id_or_prefix, shown)
         return matches[0]
 
-    def delete(self, generation_id: str) -> None:
-        """Delete the row, then its file (a crash in between leaves an orphan file for recover(), never a
-        row pointing at a missing file). A job still processing is deleted too: its complete() then fails."""
+    def delete(self, generation_id: str, *, with_descendants: bool = False) -> list[str]:
+        """Delete a generation (and, with `with_descendants`, everything derived from it: its stems,
+        edits, continuations and theirs); returns the ids deleted, the given one first.
 
-        def work(session: Session) -> str | None:
-            row = _row(session, generation_id)
-            session.delete(row)
-            return row.file_path
+        Refused with `HasChildren` while other generations derive from it and `with_descendants` is False,
+        or when a generation outside the deleted set used one of them as its conditioning source. The rows
+        go in one statement (all or none); the files are removed after the commit, so a crash in between
+        leaves orphan files for recover() to quarantine, never a row pointing at a missing file. A job still
+        processing is deleted too: its complete() then fails."""
 
-        relative = run_transaction(self.engine, work, write=True)
-        if relative:
-            files.remove(self.home / relative)
+        def work(session: Session) -> tuple[list[str], list[str]]:
+            _row(session, generation_id)
+            if with_descendants:
+                below = (
+                    select(GenerationRow.id)
+                    .where(
+                        GenerationRow.id.in_(_descendant_ids(generation_id)),
+                        GenerationRow.id != generation_id,
+                    )
+                    .order_by(GenerationRow.created_at, GenerationRow.id)
+                )
+                ids = [generation_id, *session.scalars(below)]
+            else:
+                ids = [generation_id]
+                children = list(session.scalars(_children(generation_id).with_only_columns(GenerationRow.id)))
+                if children:
+                    raise HasChildren(generation_id, children)
+            users = list(
+                session.scalars(
+                    select(GenerationRow.id).where(
+                        GenerationRow.source_job_id.in_(ids), GenerationRow.id.not_in(ids)
+                    )
+                )
+            )
+            if users:
+                raise HasChildren(generation_id, users, as_source=True)
+            paths = list(
+                session.scalars(
+                    select(GenerationRow.file_path).where(
+                        GenerationRow.id.in_(ids), GenerationRow.file_path.is_not(None)
+                    )
+                )
+            )
+            session.execute(delete(GenerationRow).where(GenerationRow.id.in_(ids)))
+            return ids, [str(path) for path in paths]
+
+        ids, paths = run_transaction(self.engine, work, write=True)
+        failed = []
+        for relative in paths:
+            try:
+                files.remove(self.home / relative)
+            except OSError as error:
+                failed.append(f"{relative} ({error.strerror})")
+        if failed:
+            raise StorageError(
+                f"deleted {len(ids)} generation(s) but could not remove {len(failed)} file(s): "
+                f"{', '.join(failed)}; recover() moves them to quarantine/ at the next start"
+            )
+        return ids
+
+    # --- lineage -----------------------------------------------------------------------------------------
+
+    def children(self, generation_id: str) -> list[Generation]:
+        """The generations made directly from this one (stems, edits, continuations...), oldest first."""
+
+        def work(session: Session) -> list[Generation]:
+            _row(session, generation_id)
+            return [self._snapshot(row) for row in session.scalars(_children(generation_id))]
+
+        return run_transaction(self.engine, work, write=False)
+
+    def family(self, generation_id: str) -> list[Generation]:
+        """The whole family of a piece: its root (the generation with no parent above this one) and every
+        descendant of the root, oldest first, so each parent comes before its children. Any member's id
+        gives the same family. Build the tree with each member's `lineage.parent_id`."""
+
+        def work(session: Session) -> list[Generation]:
+            _row(session, generation_id)
+            members = select(GenerationRow).where(GenerationRow.id.in_(_family_ids(generation_id)))
+            rows = session.scalars(members.order_by(GenerationRow.created_at, GenerationRow.id))
+            return [self._snapshot(row) for row in rows]
+
+        return run_transaction(self.engine, work, write=False)
 
     # --- queries -----------------------------------------------------------------------------------------
 
@@ -568,6 +676,58 @@ def _row(session: Session, generation_id: str, *, refresh: bool = False) -> Gene
     if row is None:
         raise NotFound(f"no generation with id {generation_id!r}: list ids with history()")
     return row
+
+
+def _lineage_columns(lineage: Lineage) -> dict[str, Any]:
+    return {
+        "parent_id": lineage.parent_id,
+        "operation": lineage.operation.value,
+        "source_job_id": lineage.source_job_id,
+        "source_file_name": lineage.source_file_name,
+        "source_file_sha256": lineage.source_file_sha256,
+        "stem": lineage.stem,
+        "section_start_s": lineage.section_start_s,
+        "section_end_s": lineage.section_end_s,
+    }
+
+
+def _check_references(session: Session, rows: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+    """Every parent and source job named must exist (the foreign keys would refuse it less clearly)."""
+    for field_name in ("parent_id", "source_job_id"):
+        wanted = {values[field_name] for _, values in rows if values[field_name] is not None}
+        found = set(session.scalars(select(GenerationRow.id).where(GenerationRow.id.in_(wanted))))
+        if missing := sorted(wanted - found):
+            raise NotFound(f"{field_name} {missing[0]!r} is not a generation: list ids with history()")
+
+
+def _children(generation_id: str) -> Select[GenerationRow]:
+    return (
+        select(GenerationRow)
+        .where(GenerationRow.parent_id == generation_id)
+        .order_by(GenerationRow.created_at, GenerationRow.id)
+    )
+
+
+def _descendant_ids(root: Any) -> Select[Any]:
+    """Ids of `root` (an id, or a scalar subquery giving one) and everything below it: a recursive CTE
+    (SQLite and PostgreSQL). Parent links always point at older rows, so the walk cannot loop."""
+    tree = select(GenerationRow.id).where(GenerationRow.id == root).cte("descendants", recursive=True)
+    tree = tree.union_all(select(GenerationRow.id).join(tree, GenerationRow.parent_id == tree.c.id))
+    return select(tree.c.id)
+
+
+def _family_ids(generation_id: str) -> Select[Any]:
+    """Walk up the parent links to the root, then down from it: one statement with two recursive CTEs."""
+    up = (
+        select(GenerationRow.id, GenerationRow.parent_id)
+        .where(GenerationRow.id == generation_id)
+        .cte("ancestors", recursive=True)
+    )
+    up = up.union_all(
+        select(GenerationRow.id, GenerationRow.parent_id).join(up, GenerationRow.id == up.c.parent_id)
+    )
+    root = select(up.c.id).where(up.c.parent_id.is_(None)).scalar_subquery()
+    return _descendant_ids(root)
 
 
 def _queue() -> Select[GenerationRow]:

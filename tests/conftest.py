@@ -9,9 +9,11 @@ import os
 # milliseconds). One thread per process keeps every test's timing sane; subprocesses inherit it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from postgres_server import PostgresUnavailable, postgres_server
 
 from engine.musicgen.checkpoints import build_random_checkpoint
 
@@ -38,3 +40,31 @@ def data_home(tmp_path: Path) -> Path:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def postgres_url_template() -> Iterator[str]:
+    """One throw-away PostgreSQL server per test session; skips where there is none (or no psycopg)."""
+    pytest.importorskip("psycopg")
+    try:
+        with postgres_server() as template:
+            yield template
+    except PostgresUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def postgres_database(postgres_url_template: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The URL of a fresh, empty database on that server, dropped after the test."""
+    from sqlalchemy import create_engine, text
+
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
+    admin = create_engine(postgres_url_template.format(db="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield postgres_url_template.format(db=name)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
