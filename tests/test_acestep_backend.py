@@ -181,7 +181,7 @@ def test_remix_is_refused_without_the_audio_tokenizer(tmp_path: Path) -> None:
 
 
 def test_non_finite_audio_fails_the_song(backend: AceStepBackend) -> None:
-    weight = backend._loaded.pipeline.transformer.proj_out_conv.weight
+    weight = backend.pipeline.transformer.proj_out_conv.weight
     saved = weight.detach().clone()
     with torch.no_grad():
         weight.fill_(float("nan"))

@@ -140,6 +140,11 @@ class AceStepBackend(Backend[SongRequest]):
         return self._loaded.model_id
 
     @property
+    def pipeline(self) -> Any:
+        """The loaded ``AceStepPipeline`` (its components are what ``step`` drives)."""
+        return self._pipeline
+
+    @property
     def memory_bytes(self) -> int:
         return self._loaded.memory_bytes
 
