@@ -79,6 +79,37 @@ def test_step_by_step_equals_the_pipelines_own_call(backend: AceStepBackend, fir
     np.testing.assert_array_equal(first_song, expected)
 
 
+def test_guided_steps_on_a_base_checkpoint_equal_the_pipelines_own_call(tmp_path: Path) -> None:
+    directory = build_random_checkpoint(tmp_path / "base", turbo=False)
+    base = AceStepBackend.load(str(directory), local_files_only=True)
+    assert "guidance_scale" in base.capabilities.parameters
+    params = {**SONG, "guidance_scale": 4.0, "loudness_lufs": None}
+    outcome = _run(base, base.validate("generate", params))
+    reference = base.pipeline(
+        SONG["prompt"],
+        lyrics=SONG["lyrics"],
+        audio_duration=SONG["duration"],
+        num_inference_steps=2,
+        guidance_scale=4.0,
+        bpm=96,
+        keyscale="A minor",
+        timesignature="4",
+        generator=torch.Generator().manual_seed(7),
+    ).audios[0]
+    assert outcome.result is not None
+    np.testing.assert_array_equal(
+        outcome.result.audio, audio.postprocess(reference.numpy()[:, :480_480], RATE, None)
+    )
+
+
+def test_loading_and_generating_print_nothing_on_stdout(
+    checkpoint: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    quiet = AceStepBackend.load(str(checkpoint), local_files_only=True)
+    _run(quiet, quiet.validate("generate", {**SONG, "steps": 1}))
+    assert capfd.readouterr().out == ""  # a stdio MCP server's stdout carries its protocol only
+
+
 def test_the_same_seed_gives_the_same_song(backend: AceStepBackend, first_song: np.ndarray) -> None:
     again = _run(backend, backend.validate("generate", SONG))
     assert again.result is not None and again.result.seed == 7

@@ -47,6 +47,7 @@ def test_defaults_come_from_the_checkpoint_and_empty_lyrics_mean_instrumental() 
     base = validate("generate", {"prompt": "ambient", "guidance_scale": 4.5}, BASE)
     assert (turbo.lyrics, turbo.steps, turbo.guidance_scale, turbo.duration) == ("", 8, 1.0, 30.0)
     assert base.guidance_scale == 4.5
+    assert validate("generate", {"prompt": "ambient", "loudness_lufs": None}, TURBO).loudness_lufs is None
 
 
 def test_every_bad_field_is_named_with_its_range() -> None:

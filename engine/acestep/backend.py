@@ -18,7 +18,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -68,7 +68,6 @@ class _Song:
     momentum: Any = None  # APG's momentum buffer under CFG
     done: int = 0
     cancelled: bool = False
-    rows: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -119,7 +118,6 @@ class AceStepBackend(Backend[SongRequest]):
         )
         self._mask = denoise.CrossAttentionMask(self._pipeline.transformer)
         self._songs: dict[str, _Song] = {}
-        self._ended: list[Outcome] = []  # outcomes decided between steps, reported by the next step
 
     @classmethod
     def load(
@@ -221,7 +219,7 @@ class AceStepBackend(Backend[SongRequest]):
     # --- running ------------------------------------------------------------------------------------------
 
     def step(self) -> StepReport:
-        finished, self._ended = self._ended, []
+        finished: list[Outcome] = []
         for song in [song for song in self._songs.values() if song.cancelled]:
             del self._songs[song.request_id]
             finished.append(Outcome(song.request_id, "cancelled"))
@@ -241,22 +239,25 @@ class AceStepBackend(Backend[SongRequest]):
         from diffusers.guiders.adaptive_projected_guidance import normalized_guidance
 
         rows: list[denoise.Row] = []
+        layout: list[list[str]] = []  # which rows are whose, in order
         for song in songs:
             conditions = song.conditions
             timestep = float(song.scheduler.timesteps[song.done])
-            row = denoise.Row(song.latents, timestep, conditions.encoder_states, conditions.context)
-            rows.append(row)
-            song.rows = ["cond"]
-            # The pipeline's CFG interval is the whole schedule ([0, 1]); guidance applies at every step.
-            if conditions.null_states is not None:
-                rows.append(denoise.Row(song.latents, timestep, conditions.null_states, conditions.context))
-                song.rows.append("null")
-            if conditions.plain_states is not None:
-                rows.append(denoise.Row(song.latents, timestep, conditions.plain_states, conditions.context))
-                song.rows.append("plain")
+            # The pipeline's CFG interval is the whole schedule ([0, 1]): guidance applies at every step.
+            kinds = {
+                "cond": conditions.encoder_states,
+                "null": conditions.null_states,
+                "plain": conditions.plain_states,
+            }
+            names = []
+            for name, states in kinds.items():
+                if states is not None:
+                    rows.append(denoise.Row(song.latents, timestep, states, conditions.context))
+                    names.append(name)
+            layout.append(names)
         velocities = iter(denoise.predict(self._pipeline.transformer, self._mask, rows))
-        for song in songs:
-            outputs = {name: next(velocities) for name in song.rows}
+        for song, names in zip(songs, layout, strict=True):
+            outputs = {name: next(velocities) for name in names}
             velocity = outputs["cond"]
             if "null" in outputs:
                 velocity = normalized_guidance(
@@ -335,4 +336,4 @@ class AceStepBackend(Backend[SongRequest]):
 
     @property
     def has_work(self) -> bool:
-        return bool(self._songs or self._ended)
+        return bool(self._songs)

@@ -182,7 +182,12 @@ def validate(operation: str, params: Mapping[str, Any], traits: CheckpointTraits
     steps = fields.integer("steps", 1, 100)
     seed = fields.integer("seed", 0, 2**32 - 1)
     guidance = fields.number("guidance_scale", 1, 15) if traits.uses_cfg else None
-    loudness = fields.number("loudness_lufs", -40, -6, default=-14.0)
+    # An explicit null keeps the level as generated; absent means the default target.
+    loudness = (
+        None
+        if "loudness_lufs" in params and params["loudness_lufs"] is None
+        else (fields.number("loudness_lufs", -40, -6, default=-14.0))
+    )
     source = None
     duration = 30.0
     start_s = end_s = 0.0
