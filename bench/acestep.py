@@ -29,13 +29,12 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from engine.acestep import conditioning
 from engine.acestep.backend import AceStepBackend
-from engine.acestep.checkpoints import SAMPLE_LYRICS, build_random_checkpoint
+from engine.acestep.checkpoints import SAMPLE_LYRICS, build_random_checkpoint, dit
 from engine.acestep.request import SongRequest
 
 FULL_LAYERS = 24
@@ -83,22 +82,10 @@ def _condition_tokens(backend: AceStepBackend, request: SongRequest) -> int:
 
 
 def dit_parameters(layers: int) -> tuple[int, int]:
-    """(parameters of the whole turbo DiT, of one block), counted on the meta device (no memory)."""
-    from diffusers import AceStepTransformer1DModel
-
+    """(parameters of the turbo DiT with a 2048-wide condition input, of one block), counted on the meta
+    device (no memory)."""
     with torch.device("meta"):
-        model: Any = AceStepTransformer1DModel(
-            hidden_size=2048,
-            intermediate_size=6144,
-            num_hidden_layers=layers,
-            num_attention_heads=16,
-            num_key_value_heads=8,
-            head_dim=128,
-            in_channels=192,
-            audio_acoustic_hidden_dim=64,
-            encoder_hidden_size=2048,
-            is_turbo=True,
-        )
+        model = dit("turbo", layers=layers, encoder_width=2048)
     return sum(p.numel() for p in model.parameters()), sum(p.numel() for p in model.layers[0].parameters())
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -53,6 +54,21 @@ def _run(backend: AceStepBackend, request: SongRequest) -> Outcome:
     return outcome
 
 
+def _pipeline_song(pipeline: Any, **options: Any) -> torch.Tensor:
+    """SONG through ``AceStepPipeline.__call__`` itself: (2, samples of whole latent frames)."""
+    return pipeline(
+        SONG["prompt"],
+        lyrics=SONG["lyrics"],
+        audio_duration=SONG["duration"],
+        num_inference_steps=2,
+        bpm=96,
+        keyscale="A minor",
+        timesignature="4",
+        generator=torch.Generator().manual_seed(7),
+        **options,
+    ).audios[0]
+
+
 def test_a_song_is_exactly_its_duration_at_48k_stereo_and_normalised(
     backend: AceStepBackend, first_song: np.ndarray
 ) -> None:
@@ -64,16 +80,7 @@ def test_a_song_is_exactly_its_duration_at_48k_stereo_and_normalised(
 
 def test_step_by_step_equals_the_pipelines_own_call(backend: AceStepBackend, first_song: np.ndarray) -> None:
     pipeline = load(backend.model_id, torch.device("cpu"), torch.float32, local_files_only=True).pipeline
-    reference = pipeline(
-        SONG["prompt"],
-        lyrics=SONG["lyrics"],
-        audio_duration=SONG["duration"],
-        num_inference_steps=2,
-        bpm=96,
-        keyscale="A minor",
-        timesignature="4",
-        generator=torch.Generator().manual_seed(7),
-    ).audios[0]
+    reference = _pipeline_song(pipeline)
     # The pipeline returns whole latent frames; the backend trims to the request and post-processes.
     expected = audio.postprocess(reference.numpy()[:, :480_480], RATE, -14.0)
     np.testing.assert_array_equal(first_song, expected)
@@ -85,17 +92,7 @@ def test_guided_steps_on_a_base_checkpoint_equal_the_pipelines_own_call(tmp_path
     assert "guidance_scale" in base.capabilities.parameters
     params = {**SONG, "guidance_scale": 4.0, "loudness_lufs": None}
     outcome = _run(base, base.validate("generate", params))
-    reference = base.pipeline(
-        SONG["prompt"],
-        lyrics=SONG["lyrics"],
-        audio_duration=SONG["duration"],
-        num_inference_steps=2,
-        guidance_scale=4.0,
-        bpm=96,
-        keyscale="A minor",
-        timesignature="4",
-        generator=torch.Generator().manual_seed(7),
-    ).audios[0]
+    reference = _pipeline_song(base.pipeline, guidance_scale=4.0)
     assert outcome.result is not None
     np.testing.assert_array_equal(
         outcome.result.audio, audio.postprocess(reference.numpy()[:, :480_480], RATE, None)
@@ -248,3 +245,12 @@ def test_offline_and_missing_models_name_the_model_and_the_pull_command(tmp_path
     (other / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
     with pytest.raises(EngineError, match="not ACE-Step"):
         load(str(other), torch.device("cpu"), torch.float32, local_files_only=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_bf16_song_on_the_gpu(checkpoint: Path) -> None:
+    gpu = AceStepBackend.load(str(checkpoint), device="cuda", dtype=torch.bfloat16, local_files_only=True)
+    outcome = _run(gpu, gpu.validate("generate", SONG))
+    assert outcome.result is not None and outcome.result.audio.shape == (2, 480_480)
+    assert np.isfinite(outcome.result.audio).all()

@@ -227,6 +227,9 @@ class AceStepBackend(Backend[SongRequest]):
         if songs:
             with torch.no_grad():
                 self._denoise(songs)
+                if self._loaded.device.type == "cuda":
+                    # Progress counts finished work: wait for this step's kernels before reporting it.
+                    torch.cuda.synchronize(self._loaded.device)
                 for song in songs:
                     if song.done == song.total:
                         del self._songs[song.request_id]

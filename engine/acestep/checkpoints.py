@@ -27,6 +27,13 @@ END_OF_TEXT = "<|endoftext|>"
 # The condition encoder (lyrics, timbre) stays small at every size: it runs once per song, at admission, and
 # the DiT projects its output up to its own width.
 CONDITION_WIDTH = 32
+# The attention shape of every component that runs once per song (condition and audio-token encoders).
+_SMALL_ATTENTION: dict[str, int] = {
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "head_dim": 16,
+    "sliding_window": 16,
+}
 
 SAMPLE_PROMPTS = (
     "dreamy synth pop with airy female vocals",
@@ -78,6 +85,32 @@ _SIZES: dict[Size, _Dimensions] = {
 }
 
 
+def dit(
+    size: Size, *, layers: int | None = None, turbo: bool = True, encoder_width: int = CONDITION_WIDTH
+) -> Any:
+    """A randomly initialised ``AceStepTransformer1DModel`` of ``size`` (on the meta device under
+    ``torch.device("meta")``, for counting). ``encoder_width``: the condition encoder's output width (2048 in
+    the published checkpoints)."""
+    from diffusers import AceStepTransformer1DModel
+
+    dims = _SIZES[size]
+    return AceStepTransformer1DModel(
+        hidden_size=dims.dit_width,
+        intermediate_size=dims.dit_ff,
+        num_hidden_layers=layers or dims.dit_layers,
+        num_attention_heads=dims.dit_heads,
+        num_key_value_heads=dims.dit_kv_heads,
+        head_dim=dims.head_dim,
+        in_channels=3 * dims.acoustic,  # context (source latents + chunk mask) and the noisy latents
+        audio_acoustic_hidden_dim=dims.acoustic,
+        patch_size=2,
+        sliding_window=dims.sliding_window,
+        encoder_hidden_size=encoder_width,
+        is_turbo=turbo,
+        model_version="turbo" if turbo else "base",
+    )
+
+
 def build_random_checkpoint(
     directory: Path,
     size: Size = "tiny",
@@ -96,7 +129,6 @@ def build_random_checkpoint(
     from diffusers import (
         AceStepConditionEncoder,
         AceStepPipeline,
-        AceStepTransformer1DModel,
         AutoencoderOobleck,
         FlowMatchEulerDiscreteScheduler,
     )
@@ -124,28 +156,11 @@ def build_random_checkpoint(
         timbre_hidden_dim=dims.acoustic,
         num_lyric_encoder_hidden_layers=1,
         num_timbre_encoder_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        sliding_window=16,
+        **_SMALL_ATTENTION,
     )
     # A silence latent that is not all zeros, so that context latents carry information in tests.
     condition_encoder.silence_latent.normal_(0.0, 0.1)
-    transformer = AceStepTransformer1DModel(
-        hidden_size=dims.dit_width,
-        intermediate_size=dims.dit_ff,
-        num_hidden_layers=layers or dims.dit_layers,
-        num_attention_heads=dims.dit_heads,
-        num_key_value_heads=dims.dit_kv_heads,
-        head_dim=dims.head_dim,
-        in_channels=3 * dims.acoustic,  # context (source latents + chunk mask) and the noisy latents
-        audio_acoustic_hidden_dim=dims.acoustic,
-        patch_size=2,
-        sliding_window=dims.sliding_window,
-        encoder_hidden_size=CONDITION_WIDTH,
-        is_turbo=turbo,
-        model_version="turbo" if turbo else "base",
-    )
+    transformer = dit(size, layers=layers, turbo=turbo)
     # 48 kHz stereo, 1920 samples per latent frame (25 latents per second) like the real VAE. The encoder
     # emits mean and scale, so it is twice as wide as the decoder's input; repaint and cover encode audio.
     vae = AutoencoderOobleck(
@@ -171,10 +186,7 @@ def build_random_checkpoint(
             audio_acoustic_hidden_dim=dims.acoustic,
             pool_window_size=5,
             num_attention_pooler_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            head_dim=16,
-            sliding_window=16,
+            **_SMALL_ATTENTION,
         )
         optional["audio_tokenizer"] = AceStepAudioTokenizer(fsq_dim=32, fsq_input_levels=[8, 5, 5], **shared)
         optional["audio_token_detokenizer"] = AceStepAudioTokenDetokenizer(**shared)
