@@ -126,7 +126,7 @@ def decode_inline_audio(
 ) -> DecodedAudio:
     """Decode base64 WAV or FLAC (optionally as a ``data:audio/...;base64,`` URI), at most
     ``MAX_INLINE_BYTES`` once decoded."""
-    text = _DATA_URI.sub("", data.strip(), count=1)
+    text = "".join(_DATA_URI.sub("", data.strip(), count=1).split())  # wrapped (MIME) base64 has newlines
     # Base64 is 4 characters per 3 bytes: refuse an oversized text before decoding any of it.
     if len(text) > (MAX_INLINE_BYTES + 2) // 3 * 4 + 4:
         raise _refuse(argument, _too_large(len(text) * 3 // 4))

@@ -51,6 +51,8 @@ def test_inline_wav_and_flac_decode_to_channels_by_samples(format: str) -> None:
     # A data URI, as a browser or an agent may produce it, is the same audio.
     uri = decode_inline_audio(f"data:audio/{format.lower()};base64,{text}", "melody_from")
     np.testing.assert_array_equal(uri.audio, decoded.audio)
+    wrapped = "\n".join(text[i : i + 76] for i in range(0, len(text), 76))  # MIME line length
+    np.testing.assert_array_equal(decode_inline_audio(wrapped, "melody_from").audio, decoded.audio)
 
 
 def test_inline_audio_refusals_name_the_argument() -> None:
