@@ -8,7 +8,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.musicgen.windows import MAX_PIECE_SECONDS, WindowPlan, plan_piece, plan_windows
+from engine.musicgen.windows import (
+    MAX_PIECE_SECONDS,
+    MAX_PROMPT_SECONDS,
+    WindowPlan,
+    plan_piece,
+    plan_windows,
+)
 
 RATE, HOP, TAIL = 32_000, 640, 3  # MusicGen: 50 frames a second, 4 codebooks' delay
 
@@ -56,7 +62,8 @@ def test_context_seconds_sets_the_number_of_windows() -> None:
 def test_a_continuation_prompt_is_the_first_windows_context() -> None:
     plan = plan_piece(10, sample_rate=RATE, frame_samples=HOP, delay_tail=TAIL, prompt_frames=250)
     assert [(w.start, w.context_frames, w.new_frames) for w in plan.windows] == [(250, 250, 500)]
-    plan = plan_piece(60, sample_rate=RATE, frame_samples=HOP, delay_tail=TAIL, prompt_frames=1450)
+    longest_prompt = int(MAX_PROMPT_SECONDS * 50)
+    plan = plan_piece(60, sample_rate=RATE, frame_samples=HOP, delay_tail=TAIL, prompt_frames=longest_prompt)
     assert [(w.context_frames, w.new_frames) for w in plan.windows][:2] == [(1450, 50), (500, 1000)]
     assert plan.total_frames == 1450 + 3000
     prompt = torch.randint(0, 2048, (4, 1450))

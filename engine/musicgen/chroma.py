@@ -70,7 +70,7 @@ def chroma_energy(
     if waveform.shape[-1] < n_fft:
         pad = n_fft - waveform.shape[-1]
         waveform = F.pad(waveform, (pad // 2, pad // 2 + pad % 2))
-    window = torch.hann_window(n_fft)
+    window = torch.hann_window(n_fft, device=waveform.device)
     spectrum = torch.stft(
         waveform,
         n_fft=n_fft,
@@ -85,7 +85,7 @@ def chroma_energy(
     )
     spectrum = spectrum / window.pow(2.0).sum().sqrt()  # torchaudio's normalized=True ("window")
     power = spectrum.abs().pow(2.0)  # (frequencies, frames)
-    raw = _filter_bank(sample_rate, n_fft, num_chroma) @ power  # (num_chroma, frames)
+    raw = _filter_bank(sample_rate, n_fft, num_chroma).to(power.device) @ power  # (num_chroma, frames)
     return F.normalize(raw, p=math.inf, dim=0, eps=_NORM_EPS).T.contiguous()
 
 

@@ -23,6 +23,8 @@ WINDOW_SECONDS = 30.0
 CONTEXT_SECONDS = 10.0  # default; requests may choose within CONTEXT_RANGE
 CONTEXT_RANGE = (2.0, 20.0)
 MAX_PIECE_SECONDS = 300.0
+# A continuation prompt longer than this is cut to its end: its first window must still generate a second.
+MAX_PROMPT_SECONDS = WINDOW_SECONDS - 1.0
 
 
 @dataclass(frozen=True)
