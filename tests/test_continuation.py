@@ -10,8 +10,11 @@ import pytest
 import torch
 from transformers import MusicgenForConditionalGeneration
 
+from engine.conditioning import DecodedAudio, prepare_audio
 from engine.musicgen.continuation import encode_prompt, frame_samples, splice
 from engine.musicgen.decode import decode_audio
+from engine.musicgen.piece import decode_piece
+from engine.musicgen.windows import MAX_PROMPT_SECONDS, plan_piece
 
 RATE = 32_000
 
@@ -85,3 +88,25 @@ def test_splice_checks_its_lengths() -> None:
         splice(original, _music(1, RATE), prompt_samples=RATE, added_samples=10, sample_rate=RATE)
     with pytest.raises(ValueError, match="prompt_samples"):
         splice(original, _music(1, 3 * RATE), prompt_samples=2 * RATE, added_samples=10, sample_rate=RATE)
+
+
+def test_the_continuation_parts_compose(tiny_checkpoint: Path) -> None:
+    """File -> prepared prompt -> codes -> a piece's codes (prompt, then new ones, as the windows give them)
+    -> decoded -> spliced: prompt + added samples long, the user's samples exact up to the cross-fade."""
+    model = _model(tiny_checkpoint)
+    source = DecodedAudio(_music(2, 44_100 * 3 + 1000), 44_100)  # stereo at 44.1 kHz for a mono model
+    prepared = prepare_audio(source, sample_rate=RATE, channels=1, max_seconds=MAX_PROMPT_SECONDS)
+    prompt = encode_prompt(model, prepared.audio)
+    added = round(4.5 * RATE)
+    plan = plan_piece(4.5, sample_rate=RATE, frame_samples=640, delay_tail=3, prompt_frames=prompt.frames)
+    generator = torch.Generator().manual_seed(5)
+    new = torch.randint(0, 2048, (4, plan.new_frames), generator=generator)  # what the decoder would sample
+    codes = torch.cat([prompt.codes, new], dim=-1)
+    decoded = decode_piece(model, codes)
+    piece = splice(
+        prepared.audio, decoded, prompt_samples=prompt.samples, added_samples=added, sample_rate=RATE
+    )
+    join = prepared.audio.shape[1] - round(0.05 * RATE)
+    assert piece.shape == (1, prepared.audio.shape[1] + added)
+    assert piece.shape[1] / RATE == pytest.approx(3 + 1000 / 44_100 + 4.5, abs=1 / RATE)
+    np.testing.assert_array_equal(piece[:, :join], prepared.audio[:, :join])

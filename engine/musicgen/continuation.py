@@ -35,6 +35,12 @@ class PromptCodes:
         return int(self.codes.shape[-1])
 
 
+def rising_ramp(length: int) -> np.ndarray:
+    """Raised-cosine gains from near 0 to near 1 over ``length`` samples; with ``1 - ramp`` they sum to one,
+    the cross-fade for two signals carrying the same music."""
+    return (0.5 * (1 - np.cos(np.pi * (np.arange(length) + 0.5) / length))).astype(np.float32)
+
+
 def frame_samples(model: Any) -> int:
     """Audio samples per codec frame (640 for MusicGen's 32 kHz EnCodec: 50 frames a second)."""
     return math.prod(model.config.audio_encoder.upsampling_ratios)
@@ -80,7 +86,7 @@ def splice(
     before ``encode_prompt`` dropped its first samples); ``decoded``: the codec's decoding of the prompt codes
     and the generated codes, whose first ``prompt_samples`` samples resynthesise the end of ``original``.
     ``original`` is kept exactly up to ``crossfade_seconds`` before its end; over that span a raised-cosine
-    fade (gains summing to one: both signals carry the same music) moves into ``decoded``, which then runs
+    fade (``rising_ramp``) moves into ``decoded``, which then runs
     on for ``added_samples`` after the join.
     """
     channels, length = original.shape
@@ -93,7 +99,7 @@ def splice(
         raise ValueError(f"prompt_samples must be in [1, {length}] (got {prompt_samples})")
     fade = min(round(crossfade_seconds * sample_rate), prompt_samples)
     start = prompt_samples - fade  # in ``decoded``; ``length - fade`` in ``original``
-    rising = (0.5 * (1 - np.cos(np.pi * (np.arange(fade) + 0.5) / fade))).astype(np.float32)
+    rising = rising_ramp(fade)
     blended = original[:, length - fade :] * (1 - rising) + decoded[:, start:prompt_samples] * rising
     return np.concatenate(
         [

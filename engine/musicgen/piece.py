@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.musicgen.continuation import frame_samples
+from engine.musicgen.continuation import frame_samples, rising_ramp
 from engine.musicgen.decode import decode_audio
 
 CHUNK_FRAMES = 1500  # 30 s: what a single request's decode already takes
@@ -47,7 +47,7 @@ def decode_piece(
     hop = frame_samples(model)
     fade_start, fade_end = _fade_span(overlap_frames)
     ramp = (fade_end - fade_start) * hop
-    rising = (0.5 * (1 - np.cos(np.pi * (np.arange(ramp) + 0.5) / ramp))).astype(np.float32)
+    rising = rising_ramp(ramp)
     audio: np.ndarray | None = None
     for index, start in enumerate(starts):
         last = index == len(starts) - 1
