@@ -86,8 +86,7 @@ def splice(
     before ``encode_prompt`` dropped its first samples); ``decoded``: the codec's decoding of the prompt codes
     and the generated codes, whose first ``prompt_samples`` samples resynthesise the end of ``original``.
     ``original`` is kept exactly up to ``crossfade_seconds`` before its end; over that span a raised-cosine
-    fade (``rising_ramp``) moves into ``decoded``, which then runs
-    on for ``added_samples`` after the join.
+    fade (``rising_ramp``) moves into ``decoded``, which then runs on for ``added_samples`` after the join.
     """
     channels, length = original.shape
     if decoded.shape[0] != channels or decoded.shape[1] < prompt_samples + added_samples:
