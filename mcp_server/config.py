@@ -62,11 +62,24 @@ class Settings(BaseModel):
     allowed_hosts: str | None = Field(
         None, description="Extra Host names (comma-separated) HTTP clients may use, e.g. behind a proxy."
     )
+    input_dirs: str | None = Field(
+        None,
+        description="Directories (separated by ':') whose audio files requests may continue or follow; "
+        "unset = HOME/inputs and HOME/sessions; a relative entry is taken under HOME.",
+    )
 
     @property
     def sessions_dir(self) -> Path:
         """The only directory Ardour sessions are written under."""
         return self.home / "sessions"
+
+    @property
+    def input_directories(self) -> tuple[Path, ...]:
+        """Where audio for ``continue_from`` / ``melody_from`` may be read (``mcp_server.inputs``)."""
+        if not self.input_dirs:
+            return (self.home / "inputs", self.sessions_dir)
+        entries = [entry.strip() for entry in self.input_dirs.split(os.pathsep) if entry.strip()]
+        return tuple(self.home / Path(entry).expanduser() for entry in entries)
 
     @property
     def log_file(self) -> Path:
