@@ -7,13 +7,18 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from engine import memory
-from engine.backend import Backend, GenerationResult, StepReport, run_to_completion
+from engine.backend import GenerationResult, StepReport, run_to_completion
 from engine.errors import EngineError
 from engine.models import resolve_model_id
 from engine.request import GenerationRequest
+
+if TYPE_CHECKING:
+    from engine.musicgen.backend import MusicgenBackend
+    from engine.musicgen.loading import LoadedModel
+    from engine.musicgen.reference import ReferenceBackend
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +28,7 @@ OnStep = Callable[[StepReport], None]
 class MusicEngine:
     """A checkpoint loaded once and kept resident. ``generate`` is blocking and serialised."""
 
-    def __init__(self, core: Backend[Any]) -> None:
+    def __init__(self, core: MusicgenBackend | ReferenceBackend) -> None:
         self.core = core
         self._lock = threading.Lock()
 
@@ -67,8 +72,8 @@ class MusicEngine:
         return engine
 
     @property
-    def _loaded(self) -> Any:
-        return self.core._loaded  # type: ignore[attr-defined]
+    def _loaded(self) -> LoadedModel:
+        return self.core.loaded
 
     @property
     def model_id(self) -> str:

@@ -9,10 +9,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-from engine.backend import Backend
 from engine.errors import EngineError
+
+if TYPE_CHECKING:
+    from engine.musicgen.backend import MusicgenBackend
+    from engine.musicgen.reference import ReferenceBackend
 
 BACKENDS = ("auto", "batched", "reference")
 
@@ -26,7 +29,7 @@ def load_backend(
     max_batch: int = 8,
     cuda_graphs: bool = True,
     local_files_only: bool | None = None,
-) -> Backend[Any]:
+) -> MusicgenBackend | ReferenceBackend:
     """Load ``model_id`` and wrap it. "auto": the batching backend where it supports the checkpoint
     (text-conditioned MusicGen), transformers' ``generate`` for melody checkpoints; "batched" insists on the
     former, "reference" forces the latter."""

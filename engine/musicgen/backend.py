@@ -103,7 +103,7 @@ class MusicgenBackend(Backend[GenerationRequest]):
         ahead of the one being accounted. ``record_codes``: when given, every completed request's codes
         (codebooks × frames) are put there by id, for checks against other decoders."""
         model = loaded.model
-        self._loaded = loaded
+        self.loaded = loaded
         self._model = model
         self._processor = loaded.processor
         self._device = loaded.device
@@ -200,7 +200,7 @@ class MusicgenBackend(Backend[GenerationRequest]):
     @property
     def memory_bytes(self) -> int:
         state = self._bytes(self._state.shape) if self._state is not None else 0
-        return self._loaded.memory_bytes + state
+        return self.loaded.memory_bytes + state
 
     @property
     def graph_captures(self) -> int:

@@ -155,7 +155,7 @@ class ReferenceBackend(Backend[GenerationRequest]):
     for the batching backend."""
 
     def __init__(self, loaded: LoadedModel) -> None:
-        self._loaded = loaded
+        self.loaded = loaded
         self._dtype = dtype_name(loaded.dtype)
         self.capabilities = capabilities(loaded, max_batch=1)
         self._held: _Held | None = None
@@ -173,7 +173,7 @@ class ReferenceBackend(Backend[GenerationRequest]):
         if self._held is not None or not _ONE_AT_A_TIME.acquire(blocking=False):
             raise RuntimeError("admit() while a request is running; ask can_admit() first")
         seed = secrets.randbelow(2**32) if request.seed is None else request.seed
-        self._held = _Held(request_id, request, seed, decode_steps(self._loaded.model, request.duration))
+        self._held = _Held(request_id, request, seed, decode_steps(self.loaded.model, request.duration))
         self._held.thread = threading.Thread(
             target=self._generate, args=(self._held,), name=f"generate-{request_id}", daemon=True
         )
@@ -195,7 +195,7 @@ class ReferenceBackend(Backend[GenerationRequest]):
 
     @property
     def memory_bytes(self) -> int:
-        return self._loaded.memory_bytes
+        return self.loaded.memory_bytes
 
     def step(self) -> StepReport:
         finished, self._ended = self._ended, []
@@ -238,7 +238,7 @@ class ReferenceBackend(Backend[GenerationRequest]):
                 sample_rate=self.capabilities.sample_rate,
                 expected_shape=(
                     self.capabilities.channels,
-                    sample_count(self._loaded.model, held.request.duration),
+                    sample_count(self.loaded.model, held.request.duration),
                 ),
                 target_lufs=held.request.loudness_lufs,
                 seed=held.seed,
@@ -252,7 +252,7 @@ class ReferenceBackend(Backend[GenerationRequest]):
             held.messages.put(("step", step))
             held.go.acquire()
 
-        loaded = self._loaded
+        loaded = self.loaded
         try:
             [audio] = generate_batch(
                 loaded.model,
