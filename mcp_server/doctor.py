@@ -363,7 +363,9 @@ class Doctor:
         if self.device is None or not self.weights_found:
             return Check("generation", "skip", "needs a usable device and the model weights")
         try:
-            engine = MusicEngine.load(self.settings.model, device=str(self.device), dtype=self.settings.dtype)
+            engine = MusicEngine.load(  # the weights check found them on disk: no hub round trips
+                self.settings.model, device=str(self.device), dtype=self.settings.dtype, local_files_only=True
+            )
             measurement = measure(engine, duration_s=1.0, prompt="doctor check: a short drum loop")
         except EngineError as error:
             return Check("generation", "fail", str(error))

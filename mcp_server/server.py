@@ -97,8 +97,10 @@ def build_server(service: JobService, studio_url: str | None = None) -> MCPServe
         client's tool timeout) for all of them, sending progress notifications meanwhile. Any job still
         pending or processing is returned as it is: poll it with job_status(job_id, wait_seconds=30).
         Each completed job has audio.path (WAV on the server machine) and audio.uri (MCP resource).
-        Same seed + same parameters + same model = the same audio. If this call is cancelled or times
-        out, the jobs still run: find them with list_history.
+        Same seed + same parameters + same model = the same audio. If a job fails while this call waits,
+        the call is an error that still carries every job (each failed one with its error). If this call is
+        cancelled or times out, the jobs still run: find them with list_history. Job ids may be shortened to
+        a unique prefix of 8+ characters everywhere.
         """
         with _tool_errors():
             requests = service.build_requests(

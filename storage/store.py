@@ -365,42 +365,16 @@ class Store:
         return self._transition(generation_id, Status.PENDING, started_at=None)
 
     def get(self, generation_id: str) -> Generation:
-        """The generation with this id, or with the only id that starts with it (8+ characters)."""
-        return self._read(self.resolve_id(generation_id))
-
-    def resolve_id(self, id_or_prefix: str) -> str:
-        """The full id for an exact id or a unique prefix of at least 8 characters.
+        """The generation with this id, or with the only id that starts with it (8+ characters).
 
         Raises `NotFound` when nothing matches (or the prefix is shorter), `AmbiguousId` listing the matches
         when several ids start with it.
         """
-
-        def work(session: Session) -> list[str]:
-            if session.get(GenerationRow, id_or_prefix) is not None:
-                return [id_or_prefix]
-            if len(id_or_prefix) < MIN_ID_PREFIX:
-                return []
-            # A range on the primary key (its index serves it) instead of LIKE, whose case rules and
-            # wildcards differ between SQLite and PostgreSQL.
-            after = id_or_prefix[:-1] + chr(ord(id_or_prefix[-1]) + 1)
-            statement = (
-                select(GenerationRow.id)
-                .where(GenerationRow.id >= id_or_prefix, GenerationRow.id < after)
-                .order_by(GenerationRow.id)
-                .limit(SHOWN_MATCHES + 1)
-            )
-            return list(session.scalars(statement))
-
-        matches = run_transaction(self.engine, work, write=False)
-        if not matches:
-            raise NotFound(
-                f"no generation with id {id_or_prefix!r} (an id, or a unique prefix of {MIN_ID_PREFIX}+ "
-                "characters): list ids with history()"
-            )
-        if len(matches) > 1:
-            shown = matches[:SHOWN_MATCHES] + (["..."] if len(matches) > SHOWN_MATCHES else [])
-            raise AmbiguousId(id_or_prefix, shown)
-        return matches[0]
+        return run_transaction(
+            self.engine,
+            lambda session: self._snapshot(_row(session, _resolve(session, generation_id))),
+            write=False,
+        )
 
     def delete(self, generation_id: str, *, with_descendants: bool = False) -> list[str]:
         """Delete a generation (and, with `with_descendants`, everything derived from it: its stems,
@@ -669,6 +643,32 @@ class Store:
             if path.is_file():
                 moved.append(files.quarantine(self.home, path))
         return moved
+
+
+def _resolve(session: Session, id_or_prefix: str) -> str:
+    if session.get(GenerationRow, id_or_prefix) is not None:
+        return id_or_prefix
+    matches: list[str] = []
+    if len(id_or_prefix) >= MIN_ID_PREFIX:
+        # A range on the primary key (its index serves it) instead of LIKE, whose case rules and wildcards
+        # differ between SQLite and PostgreSQL.
+        after = id_or_prefix[:-1] + chr(ord(id_or_prefix[-1]) + 1)
+        statement = (
+            select(GenerationRow.id)
+            .where(GenerationRow.id >= id_or_prefix, GenerationRow.id < after)
+            .order_by(GenerationRow.id)
+            .limit(SHOWN_MATCHES + 1)
+        )
+        matches = list(session.scalars(statement))
+    if not matches:
+        raise NotFound(
+            f"no generation with id {id_or_prefix!r} (an id, or a unique prefix of {MIN_ID_PREFIX}+ "
+            "characters): list ids with history()"
+        )
+    if len(matches) > 1:
+        shown = matches[:SHOWN_MATCHES] + (["..."] if len(matches) > SHOWN_MATCHES else [])
+        raise AmbiguousId(id_or_prefix, shown)
+    return matches[0]
 
 
 def _row(session: Session, generation_id: str, *, refresh: bool = False) -> GenerationRow:

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
-from storage import Generation, IllegalTransition, NotFound, Status, Store
+from storage import AmbiguousId, Generation, IllegalTransition, NotFound, Status, Store
+from storage.models import GenerationRow
 
 PARAMS = {
     "duration": 2.0,
@@ -166,6 +168,23 @@ def test_unknown_ids_raise_not_found(store: Store) -> None:
     ):
         with pytest.raises(NotFound, match="no generation with id 'nope'"):
             call("nope")
+
+
+def test_get_accepts_a_unique_prefix_of_eight_or_more_characters(store: Store) -> None:
+    job = store.create("prefix", MODEL, {})
+    assert store.get(job.id[:8]).id == job.id and store.get(job.id).id == job.id
+    with pytest.raises(NotFound, match="8\\+ characters"):
+        store.get(job.id[:7])
+    # Another id sharing the first 8 characters: that prefix names both, a longer one still one.
+    twin = store.create("twin", MODEL, {})
+    with store.engine.begin() as connection:
+        new_id = job.id[:8] + ("0" if job.id[8] != "0" else "1") + twin.id[9:]
+        connection.execute(update(GenerationRow).where(GenerationRow.id == twin.id).values(id=new_id))
+    with pytest.raises(AmbiguousId) as ambiguous:
+        store.get(job.id[:8])
+    assert sorted(ambiguous.value.matches) == sorted([job.id, new_id])
+    assert "more characters" in str(ambiguous.value)
+    assert store.get(job.id[:9]).id == job.id
 
 
 def test_claim_takes_the_oldest_jobs_of_one_model(store: Store) -> None:
