@@ -1,8 +1,8 @@
 """Clients nobody here wrote, against `dgx-music serve` subprocesses: Claude Code and the MCP Inspector CLI.
 
-Both come from npm at the versions pinned in tests/clients/package-lock.json (installed with `npm ci` on first
-use; .ci/run guarantees Node.js). Claude Code runs with HOME in a temporary directory, so the developer's own
-configuration is never read or changed. No client here needs a model API or a browser.
+Both come from npm at the versions pinned in tests/clients/package-lock.json (installed at those versions on
+first use; .ci/run guarantees Node.js). Claude Code runs with HOME in a temporary directory, so the
+developer's own configuration is never read or changed. No client here needs a model API or a browser.
 """
 
 from __future__ import annotations
@@ -33,8 +33,11 @@ def node_bin() -> Path:
     installed = CLIENTS / "node_modules" / ".package-lock.json"
     lock = CLIENTS / "package-lock.json"
     if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
+        # `npm install --no-save` at the lock's versions, not `npm ci`: vite (the Inspector's) names a
+        # Windows-only optional dependency the registry no longer serves, which `npm ci` calls a stale lock.
+        # Install scripts run: Claude Code's copies its native binary out of its platform package.
         subprocess.run(
-            ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
+            ["npm", "install", "--no-save", "--no-audit", "--no-fund", "--loglevel=error"],
             cwd=CLIENTS,
             check=True,
             timeout=900,
