@@ -246,6 +246,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--gap", type=float, default=0.25, help="seconds between submissions (0.25)")
     parser.add_argument("--long", type=float, help="the long request of 'short after long' (20; 0 = skip)")
     parser.add_argument("--mcp", action="store_true", help="also run the MCP-over-stdio scenario")
+    parser.add_argument("--mcp-only", action="store_true", help="run only the MCP-over-stdio scenario")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results to PATH as JSON")
     parser.add_argument(
         "--threads",
@@ -271,8 +272,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="dgx-music-staggered-") as scratch_dir:
         scratch = Path(scratch_dir)
         checkpoint = resolve_checkpoint(args, scratch)
-        results = anyio.run(service_scenarios, args, checkpoint, scratch)
-        if args.mcp:
+        results = [] if args.mcp_only else anyio.run(service_scenarios, args, checkpoint, scratch)
+        if args.mcp or args.mcp_only:
             results.append(anyio.run(mcp_scenario, args, checkpoint, scratch))
             print_row(results[-1])
     print(f"load average at end {os.getloadavg()}", flush=True)
