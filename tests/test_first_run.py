@@ -115,7 +115,8 @@ async def test_offline_the_first_job_fails_at_once_naming_the_pull(
     [job] = waited_jobs(result)["jobs"]  # a tool error carrying the failed job (item 12)
     assert job["status"] == "failed" and "dgx-music pull facebook/musicgen-small" in job["error"]
     assert "cannot be reached" in job["error"] and silent_hub.url in job["error"]
-    assert elapsed < 30, f"{elapsed:.1f} s: the hub was retried instead of checked once"
+    # Inside the default 45 s wait (else the job would still be pending), start-up and imports included.
+    assert elapsed < 45, f"{elapsed:.1f} s: the hub was retried instead of checked once"
     log = (home / "logs" / "server.log").read_text()
     assert log.count("could not load facebook/musicgen-small") == 1, log
 
