@@ -4,6 +4,7 @@ from storage.db import default_home
 from storage.errors import (
     AudioIntegrityError,
     IllegalTransition,
+    LeaseLost,
     NotFound,
     QueueFull,
     StorageBusy,
@@ -16,6 +17,7 @@ __all__ = [
     "AudioIntegrityError",
     "Generation",
     "IllegalTransition",
+    "LeaseLost",
     "NotFound",
     "Page",
     "QueueFull",

@@ -9,6 +9,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,7 +17,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import DateTime, Engine, create_engine, event, func, select, type_coerce
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -32,6 +33,12 @@ BUSY_TIMEOUT_MS = 10_000
 RETRY_ATTEMPTS = 5
 
 T = TypeVar("T")
+
+# PostgreSQL NOTIFY channel that carries the ids of jobs whose row changed (comma-separated), sent inside the
+# transaction that changed them, so a listener hears of a change exactly when it becomes visible.
+JOBS_CHANNEL = "dgx_music_jobs"
+# pg_advisory_xact_lock key that serialises queue-bound checks (an arbitrary constant: "dgxq" in ASCII).
+QUEUE_LOCK_KEY = 0x64677871
 
 
 def default_home() -> Path:
@@ -142,3 +149,34 @@ def upgrade(engine: Engine, home: Path, revision: str = "head") -> None:
         config = alembic_config(engine.url.render_as_string(hide_password=False))
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+
+
+def is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def db_now(session: Session) -> Any:
+    """Now, in naive UTC as the columns store it, on the database's clock where there is one to share.
+
+    On PostgreSQL every host compares leases against the server's clock, so worker clocks may drift; SQLite
+    lives on one machine, whose clock every process already shares.
+    """
+    if is_postgres(session):
+        return type_coerce(func.timezone("UTC", func.clock_timestamp()), DateTime())
+    return datetime.now(UTC)
+
+
+def announce(session: Session, job_ids: list[str]) -> None:
+    """Tell PostgreSQL listeners (other machines' front-ends and workers) that these jobs changed."""
+    if job_ids and is_postgres(session):
+        session.execute(select(func.pg_notify(JOBS_CHANNEL, ",".join(job_ids))))
+
+
+def lock_queue_bound(session: Session) -> None:
+    """Serialise "count pending, then insert" between PostgreSQL transactions until this one ends.
+
+    On SQLite the write lock (BEGIN IMMEDIATE) already does it. Under READ COMMITTED the count that follows
+    the lock sees every insert committed by the previous holder, so the bound is exact.
+    """
+    if is_postgres(session):
+        session.execute(select(func.pg_advisory_xact_lock(QUEUE_LOCK_KEY)))

@@ -61,6 +61,7 @@ class GenerationRow(Base):
         Index("ix_generations_status_created", "status", "created_at", "id"),
         Index("ix_generations_model_created", "model_name", "created_at"),
         Index("ix_generations_created", "created_at", "id"),
+        Index("ix_generations_status_lease", "status", "lease_expires_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -97,6 +98,25 @@ class GenerationRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     device: Mapped[str | None] = mapped_column(String(64))
+
+    # The claim of a processing job (storage.leases): which worker holds it and until when. A worker's
+    # claim is (worker_id, attempts): the fencing token its result is committed against.
+    worker_id: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class WorkerRow(Base):
+    """A worker process that serves the queue; live while its heartbeat is recent."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    models: Mapped[list[str]] = mapped_column(JSON)  # model ids it serves; ["*"] = any model
+    state: Mapped[str] = mapped_column(String(200))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 # params dict key (the public contract) -> column attribute.

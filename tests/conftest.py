@@ -15,6 +15,8 @@ import pytest
 
 from engine.musicgen.checkpoints import build_random_checkpoint
 
+pytest_plugins = ["pg_testing"]  # the throw-away PostgreSQL `server` fixture
+
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
