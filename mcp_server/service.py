@@ -216,7 +216,8 @@ class JobService:
 
     def _routing_stage(self, model_id: str) -> str:
         """A pending job's stage as the live workers (any machine) see its model."""
-        live = [w for w in self.leases.live_workers(3 * self.settings.lease_s) if w.serves(model_id)]
+        # Heartbeats come every lease_s / 3: a worker silent for a whole lease is taken for gone.
+        live = [w for w in self.leases.live_workers(self.settings.lease_s) if w.serves(model_id)]
         if not live:
             return (
                 f"waiting for a worker: no live worker serves model {model_id}; start one with "

@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 
+from sqlalchemy.exc import DBAPIError
+
 from engine.models import resolve_model_id
 from mcp_server.config import Settings
 from storage import Generation, IllegalTransition, LeaseLost, Store
@@ -187,6 +189,9 @@ class Worker:
             while not self._stop.is_set():
                 try:
                     worked = self._turn()
+                except DBAPIError as error:  # the server restarted, or ended our session after a stall
+                    log.warning("the database failed (%s); retrying in %d s", error.orig, RETRY_SECONDS)
+                    worked = self._stop.wait(RETRY_SECONDS)
                 except Exception:  # e.g. the database stayed locked: keep the worker alive and retry
                     log.exception("the worker hit an unexpected error; retrying in %d s", RETRY_SECONDS)
                     worked = self._stop.wait(RETRY_SECONDS)
@@ -265,7 +270,10 @@ class Worker:
 
     def _claim(self, model_id: str, limit: int) -> list[Generation]:
         started = time.monotonic()
-        claimed = self.store.claim(model_id, limit, worker_id=self.worker_id, lease_s=self.settings.lease_s)
+        # Never a job still held here under an earlier claim: one request per job id in the backend.
+        claimed = self.store.claim(
+            model_id, limit, worker_id=self.worker_id, lease_s=self.settings.lease_s, exclude=set(self._jobs)
+        )
         if claimed:
             self.claim_seconds.append(time.monotonic() - started)
         return claimed
@@ -275,9 +283,18 @@ class Worker:
     def _heartbeat(self) -> None:
         """Renew this worker's leases (dropping jobs whose lease lapsed) and expire other workers' leases."""
         self._last_heartbeat = time.monotonic()
-        held = self.leases.heartbeat(
-            self.worker_id, self.state, [job.generation for job in self._jobs.values()], self.settings.lease_s
-        )
+        try:
+            held = self.leases.heartbeat(
+                self.worker_id,
+                self.state,
+                [job.generation for job in self._jobs.values()],
+                self.settings.lease_s,
+            )
+        except Exception as error:  # e.g. the database ended our session after a stall: retry next boundary
+            log.warning(
+                "heartbeat failed (%s: %s); retrying at the next step boundary", type(error).__name__, error
+            )
+            return
         for job_id, job in list(self._jobs.items()):
             if job_id not in held and job.stop_reason is None:
                 log.warning(
@@ -503,9 +520,27 @@ class Worker:
                 "(or lift the quota / file-size limit) and generate again",
             )
         except Exception as exc:
-            log.exception("recording the outcome of job %s failed", job_id)
-            self._fail(job_id, f"could not store the result: {type(exc).__name__}: {exc}")
+            if self._claim_lost(job):
+                self.counts["discarded"] += 1
+                log.warning(
+                    "job %s: late result discarded: its claim lapsed while it was stored (%s)", job_id, exc
+                )
+            else:
+                log.exception("recording the outcome of job %s failed", job_id)
+                self._fail(job_id, f"could not store the result: {type(exc).__name__}: {exc}", job.generation)
         self._notify()
+
+    def _claim_lost(self, job: _Job) -> bool:
+        """Whether another claim (or the queue) has the job now; False when that cannot be known."""
+        try:
+            now = self.store.get(job.generation.id)
+        except Exception:
+            return False
+        return (now.status, now.worker_id, now.attempts) != (
+            "processing",
+            job.generation.worker_id,
+            job.generation.attempts,
+        )
 
     def _forget(self, job: _Job) -> None:
         self._jobs.pop(job.generation.id, None)
@@ -523,6 +558,9 @@ class Worker:
         try:
             self.store.fail(job_id, error, claim=claim)
             self.counts["failed"] += 1
+        except LeaseLost as lost:
+            self.counts["discarded"] += 1
+            log.warning("job %s: late failure discarded: %s", job_id, lost)
         except Exception:
             log.exception("could not mark job %s failed", job_id)
 

@@ -39,6 +39,11 @@ T = TypeVar("T")
 JOBS_CHANNEL = "dgx_music_jobs"
 # pg_advisory_xact_lock key that serialises queue-bound checks (an arbitrary constant: "dgxq" in ASCII).
 QUEUE_LOCK_KEY = 0x64677871
+MIGRATION_LOCK_KEY = 0x6467786D  # "dgxm": serialises migrations between hosts sharing one database
+# Our transactions last milliseconds (the longest writes one WAV under a row lock). A process stalled inside
+# one (SIGSTOP, a frozen VM) would hold its row locks, and with them the jobs its lease no longer covers;
+# PostgreSQL ends such a session after this long, so other workers can take those jobs over.
+STALLED_TRANSACTION_TIMEOUT = "10s"
 
 
 def default_home() -> Path:
@@ -76,10 +81,20 @@ def _sqlite_begin(connection: Any) -> None:
     connection.exec_driver_sql(f"BEGIN {mode}")
 
 
+def _postgres_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"SET idle_in_transaction_session_timeout = '{STALLED_TRANSACTION_TIMEOUT}'")
+    cursor.close()
+    dbapi_connection.commit()
+
+
 def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True)
+        if parsed.get_backend_name() == "postgresql":
+            event.listen(engine, "connect", _postgres_on_connect)
+        return engine
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000})
@@ -146,6 +161,10 @@ def upgrade(engine: Engine, home: Path, revision: str = "head") -> None:
     if revision == "head" and current_revision(engine) == head_revision():
         return
     with _migration_lock(home), engine.execution_options(write=True).begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Hosts with separate data directories may start at the same moment: one migrates, the others
+            # wait here and then find the schema at head (alembic's upgrade is then a no-op).
+            connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
         config = alembic_config(engine.url.render_as_string(hide_password=False))
         config.attributes["connection"] = connection
         command.upgrade(config, revision)

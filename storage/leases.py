@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from storage.db import announce, db_now, run_transaction
+from storage.db import db_now, run_transaction
 from storage.models import GenerationRow, Status, WorkerRow
 from storage.store import Generation, Store, release
 
@@ -141,7 +141,3 @@ class Leases:
             ]
 
         return run_transaction(self.store.engine, work, write=False)
-
-    def announce(self, job_ids: list[str]) -> None:
-        """A "job changed" wake-up for listeners without a row change (e.g. a model began loading)."""
-        run_transaction(self.store.engine, lambda session: announce(session, job_ids), write=False)

@@ -99,8 +99,8 @@ class GenerationRow(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     device: Mapped[str | None] = mapped_column(String(64))
 
-    # The claim of a processing job (storage.leases): which worker holds it and until when. A worker's
-    # claim is (worker_id, attempts): the fencing token its result is committed against.
+    # The claim of a processing job (storage.leases): which worker holds it (kept once it ended: who made
+    # it) and until when. A claim is (worker_id, attempts): the fencing token its result is committed with.
     worker_id: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -53,7 +53,7 @@ class Generation:
     attempts: int
     device: str | None
     metadata: dict[str, Any]
-    worker_id: str | None = None  # the worker holding a processing job
+    worker_id: str | None = None  # the worker holding a processing job (or that ended it)
     lease_expires_at: datetime | None = None  # when that worker's claim lapses unless renewed
 
 
@@ -226,13 +226,16 @@ class Store:
         *,
         worker_id: str | None = None,
         lease_s: float | None = None,
+        exclude: Collection[str] = (),
     ) -> list[Generation]:
         """Atomically move up to `limit` oldest pending jobs of one model (None: the oldest job's model) to
         processing, oldest first. Two workers, in any processes, never receive the same job.
 
         A claim by `worker_id` holds a lease of `lease_s` seconds that the worker renews
-        (`storage.leases.Leases.renew`); the returned snapshots are the fencing tokens that `complete`,
-        `fail` and `requeue` take as `claim=`."""
+        (`storage.leases.Leases.heartbeat`); the returned snapshots are the fencing tokens that `complete`,
+        `fail` and `requeue` take as `claim=`. `exclude`: ids the caller still holds an earlier claim of
+        in memory (a job re-queued under a stalled worker must not return to it while it drops the old one).
+        """
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
         if lease_s is not None and lease_s <= 0:
@@ -248,7 +251,7 @@ class Store:
                 session.scalars(
                     _queue()
                     .with_only_columns(GenerationRow.id)
-                    .where(GenerationRow.model_name == model)
+                    .where(GenerationRow.model_name == model, GenerationRow.id.not_in(list(exclude)))
                     .limit(limit)
                     .with_for_update(skip_locked=True)  # PostgreSQL; SQLite holds the write lock already
                 )
@@ -293,7 +296,7 @@ class Store:
                     GenerationRow.status.in_([s.value for s in ALLOWED_SOURCES[target]]),
                     *_held_by(claim),
                 )
-                .values(status=target.value, worker_id=None, lease_expires_at=None, **values)
+                .values(status=target.value, lease_expires_at=None, **values)
             )
             row = _row(session, generation_id, refresh=True)
             if result.rowcount == 0:  # type: ignore[attr-defined]
@@ -353,7 +356,6 @@ class Store:
             "generation_seconds": generation_seconds,
             "device": device,
             "error": None,
-            "worker_id": None,
             "lease_expires_at": None,
             **({"seed": seed} if seed is not None else {}),
         }
@@ -379,11 +381,23 @@ class Store:
         try:
             return run_transaction(self.engine, work, write=True)
         except BaseException:
-            # The commit failed or the job was deleted meanwhile: no row points at the file, so keep it out
-            # of outputs/ (where it would look finished) without destroying it.
-            if published and final.exists():
-                self._quarantine(final)
+            if published:
+                self._withdraw(generation_id, final)
             raise
+
+    def _withdraw(self, generation_id: str, final: Path) -> None:
+        """The commit after publishing failed: no row points at the file, so keep it out of outputs/ (where
+        it would look finished) without destroying it; unless another claim has completed the job since, in
+        which case the file there is that worker's. Decided under the row lock its publication needs."""
+
+        def work(session: Session) -> None:
+            row = session.scalars(
+                select(GenerationRow).where(GenerationRow.id == generation_id).with_for_update()
+            ).first()
+            if (row is None or row.status != Status.COMPLETED.value) and final.exists():
+                self._quarantine(final)
+
+        run_transaction(self.engine, work, write=True)
 
     def fail(self, generation_id: str, error: str, *, claim: Generation | None = None) -> Generation:
         return self._transition(generation_id, Status.FAILED, claim, error=error, completed_at=_now())
@@ -393,7 +407,7 @@ class Store:
 
     def requeue(self, generation_id: str, *, claim: Generation | None = None) -> Generation:
         """processing -> pending (after a crash or a worker shutdown); attempts keep counting."""
-        return self._transition(generation_id, Status.PENDING, claim, started_at=None)
+        return self._transition(generation_id, Status.PENDING, claim, started_at=None, worker_id=None)
 
     def get(self, generation_id: str) -> Generation:
         return self._read(generation_id)

@@ -81,6 +81,7 @@ def test_a_restarted_worker_with_the_same_id_is_fenced_by_its_attempt(store: Sto
     [first] = store.claim(MODEL, 1, worker_id="a", lease_s=LEASE)
     time.sleep(LEASE + 0.2)
     Leases(store).expire(max_attempts=3)
+    assert store.claim(MODEL, 1, worker_id="a", lease_s=30, exclude={first.id}) == []  # still dropping it
     [second] = store.claim(MODEL, 1, worker_id="a", lease_s=30)
     with pytest.raises(LeaseLost):
         finish(store, first, seed=1)
