@@ -73,10 +73,10 @@ class Relay:
             return None
         return entry[0]
 
-    def publish(self, worker_id: str, progress: dict[str, Progress], *, force: bool = False) -> None:
-        """Send this worker's progress (throttled unless ``force``); a lost message only delays a bar."""
+    def publish(self, worker_id: str, progress: dict[str, Progress]) -> None:
+        """Send this worker's progress (throttled); a lost message only delays a progress bar."""
         now = time.monotonic()
-        if not progress or (not force and now - self._last_publish < PUBLISH_EVERY_SECONDS):
+        if not progress or now - self._last_publish < PUBLISH_EVERY_SECONDS:
             return
         self._last_publish = now
         items = list(progress.items())

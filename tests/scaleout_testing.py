@@ -62,7 +62,7 @@ class Cluster:
                 result = connection.execute(
                     text(
                         "SELECT id, status, worker_id, attempts, file_path, sha256, file_size, created_at, "
-                        "started_at, error FROM generations"
+                        "started_at, completed_at, error FROM generations"
                     )
                 )
                 return [dict(row._mapping) for row in result]
