@@ -266,13 +266,15 @@ def no_crashes(procs: list[Proc]) -> None:
         assert crash_lines(proc.log()) == [], f"{proc.name}:\n{proc.log()[-4000:]}"
 
 
-def claim_figures(cluster: Cluster, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Claim latency per live worker (its /metrics summary) and the queue wait (submit to claim)."""
+def claim_figures(
+    cluster: Cluster, rows: list[dict[str, Any]], earlier: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Claim latency per worker (its /metrics summary: now for live ones, `earlier` texts for workers that
+    were killed) and the queue wait (submit to the final claim)."""
+    texts = dict(earlier or {})
+    texts.update({n: metrics(p) for n, p in cluster.workers.items() if p.process.poll() is None})
     figures: dict[str, Any] = {}
-    for name, proc in cluster.workers.items():
-        if proc.process.poll() is not None:
-            continue
-        text_ = metrics(proc)
+    for name, text_ in sorted(texts.items()):
         quantiles = dict(re.findall(r'claim_seconds\{[^}]*quantile="([\d.]+)"\} ([\d.e-]+)', text_))
         count = re.search(r"claim_seconds_count\{[^}]*\} (\d+)", text_)
         figures[name] = {

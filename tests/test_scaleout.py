@@ -123,6 +123,7 @@ async def test_three_workers_two_frontends_sixty_jobs_through_a_kill_and_a_stall
         started = time.monotonic()
         clients = asyncio.ensure_future(run_clients(found, clients=6, jobs_each=10))
         killed = await wait_until_held(found, "w0", at_least=3)
+        before_kill = {"w0": metrics(found.workers["w0"])}
         killed_at = _utc_now()
         found.workers["w0"].signal(signal.SIGKILL)
         stalled, stall_s = await _stall_past_lease(found, "w1", batch=3)
@@ -154,7 +155,7 @@ async def test_three_workers_two_frontends_sixty_jobs_through_a_kill_and_a_stall
             "killed_jobs_done_s_after_kill": _after(by_id, killed, "completed_at", killed_at),
             "stalled_jobs_reclaimed_s_after_stop": _after(by_id, stalled, "started_at", stopped_at),
             "stalled_jobs_done_s_after_stop": _after(by_id, stalled, "completed_at", stopped_at),
-            **claim_figures(found, rows),
+            **claim_figures(found, rows, before_kill),
         }
         print("scale-out figures:", json.dumps(figures))
         no_crashes([found.workers["w1"], found.workers["w2"], *found.frontends])
