@@ -161,7 +161,10 @@ protect_env_file() {
 install_unit() {
     step "installing $ROOT$UNIT_FILE"
     install -m 0644 "$SRC/deploy/dgx-music.service" "$ROOT$UNIT_FILE"
+    # The worker template is installed, not enabled: scale-out is opt-in (docs/SCALE-OUT.md).
+    install -m 0644 "$SRC/deploy/dgx-music-worker@.service" "$ROOT$(dirname "$UNIT_FILE")/dgx-music-worker@.service"
     install -m 0644 "$SRC/docs/DEPLOY.md" "$ROOT$APP_DIR/DEPLOY.md"
+    install -m 0644 "$SRC/docs/SCALE-OUT.md" "$ROOT$APP_DIR/SCALE-OUT.md"
 }
 
 # Runs a dgx-music command the way the service would: its user, a clean environment and the env file's

@@ -121,6 +121,14 @@ def serve(
         float | None, typer.Option(help="Per-job time limit in seconds (env DGX_MUSIC_JOB_TIMEOUT_S).")
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = None,
+    no_worker: Annotated[
+        bool,
+        typer.Option(
+            "--no-worker",
+            help="A stateless front-end: no models here; `dgx-music worker` processes do the work "
+            "(needs a shared PostgreSQL DGX_MUSIC_DATABASE_URL to reach them from other hosts).",
+        ),
+    ] = False,
 ) -> None:
     """Run the MCP server (stdio by default: stdout carries the protocol, logs go to stderr and a file)."""
     settings = load_settings(
@@ -140,7 +148,67 @@ def serve(
         setup_logging(settings.log_level, settings.log_file)
         from mcp_server.serving import serve as run_server
 
-        run_server(settings, transport.value, host, port)
+        run_server(settings, transport.value, host, port, run_worker=not no_worker)
+
+
+@app.command()
+def worker(
+    models: Annotated[
+        str | None,
+        typer.Option(
+            help="Models this worker serves, comma-separated; * = any (env DGX_MUSIC_WORKER_MODELS)."
+        ),
+    ] = None,
+    worker_id: Annotated[
+        str | None, typer.Option(help="Its name in the workers table (env DGX_MUSIC_WORKER_ID).")
+    ] = None,
+    host: Annotated[
+        str,
+        typer.Option(
+            envvar="DGX_MUSIC_WORKER_HOST",
+            help="/health and /metrics bind address; off loopback needs a token.",
+        ),
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(envvar="DGX_MUSIC_WORKER_PORT", min=1, max=65535, help="/health and /metrics port.")
+    ] = 8100,
+    home: Home = None,
+    model: Model = None,
+    device: Device = None,
+    dtype: Dtype = None,
+    database_url: DatabaseUrl = None,
+    outputs: Annotated[
+        Path | None, typer.Option(help="Audio directory shared by every host (env DGX_MUSIC_OUTPUTS).")
+    ] = None,
+    lease_s: Annotated[
+        float | None,
+        typer.Option(help="Seconds a claimed job survives without a heartbeat (env DGX_MUSIC_LEASE_S)."),
+    ] = None,
+    max_batch: Annotated[
+        int | None, typer.Option(help="Jobs decoded together (env DGX_MUSIC_MAX_BATCH).")
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = None,
+) -> None:
+    """Run a worker: load models and decode queued jobs; no MCP, only /health and /metrics over HTTP."""
+    settings = load_settings(
+        home=home,
+        model=model,
+        device=device,
+        dtype=dtype,
+        database_url=database_url,
+        outputs=outputs,
+        worker_models=models,
+        worker_id=worker_id,
+        lease_s=lease_s,
+        max_batch=max_batch,
+        log_level=log_level,
+    )
+    with user_errors():
+        check_http_exposure(settings.token, host)
+        setup_logging(settings.log_level, settings.home / "logs" / "worker.log")
+        from mcp_server.worker_process import run_worker
+
+        run_worker(settings, host, port)
 
 
 @app.command()

@@ -6,13 +6,17 @@ whose message names the variable, what it allows and what was given.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from engine.models import resolve_model_id
 
 ENV_PREFIX = "DGX_MUSIC_"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -67,6 +71,26 @@ class Settings(BaseModel):
         description="Directories (separated by ':') whose audio files requests may continue or follow; "
         "unset = HOME/inputs and HOME/sessions; a relative entry is taken under HOME.",
     )
+    # Scale-out (docs/SCALE-OUT.md): several workers and front-ends on one PostgreSQL database.
+    outputs: Path | None = Field(
+        None, description="Audio directory (default HOME/outputs); every host mounts the same one."
+    )
+    worker_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=120,
+        pattern=r"^[A-Za-z0-9._:@-]+$",
+        description="This worker's name in the workers table (default: host name and data directory).",
+    )
+    worker_models: str = Field(
+        "*", min_length=1, description="Models this worker serves, comma-separated; * = any model."
+    )
+    lease_s: float = Field(
+        30.0,
+        ge=1,
+        le=3600,
+        description="A claimed job goes back to the queue when its worker has not renewed it for this long.",
+    )
 
     @property
     def sessions_dir(self) -> Path:
@@ -87,7 +111,23 @@ class Settings(BaseModel):
 
     @property
     def lock_file(self) -> Path:
-        return self.home / "worker.lock"
+        """One worker per data directory, or per worker id when several share one (a GPU each)."""
+        return self.home / ("worker.lock" if self.worker_id is None else f"worker-{self.worker_id}.lock")
+
+    @property
+    def worker_name(self) -> str:
+        """The worker id, else one that stays the same across restarts of this host's worker on this home,
+        so a restarted worker takes its own interrupted jobs back at once."""
+        if self.worker_id is not None:
+            return self.worker_id
+        digest = hashlib.sha256(str(self.home).encode()).hexdigest()[:8]
+        return f"{socket.gethostname()}-{digest}"
+
+    @property
+    def served_models(self) -> list[str]:
+        """Resolved model ids this worker serves; ["*"] = any."""
+        names = [name.strip() for name in self.worker_models.split(",") if name.strip()]
+        return ["*"] if "*" in names or not names else [resolve_model_id(name) for name in names]
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -103,7 +143,8 @@ class Settings(BaseModel):
             settings = cls(**values)
         except ValidationError as exc:
             raise ConfigError(describe_validation_error(exc, flag_style=True)) from None
-        return settings.model_copy(update={"home": settings.home.expanduser().resolve()})
+        outputs = settings.outputs.expanduser().resolve() if settings.outputs else None
+        return settings.model_copy(update={"home": settings.home.expanduser().resolve(), "outputs": outputs})
 
 
 def describe_validation_error(exc: ValidationError, *, flag_style: bool = False) -> str:

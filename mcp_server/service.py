@@ -5,6 +5,9 @@
   processes on the same data directory are found by polling.
 - Async callers (MCP handlers) never touch torch: they read the database on worker threads and are woken
   thread-safely by the worker through ``Changes``.
+- ``run_worker=False`` (``dgx-music serve --no-worker``) is a stateless front-end: workers elsewhere do the
+  work. On PostgreSQL, ``mcp_server.notify.Relay`` turns LISTEN/NOTIFY into the same wake-ups and brings
+  other machines' progress, so waits and progress notifications work across machines.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from pydantic import ValidationError
 from engine import GenerationRequest, resolve_model_id
 from engine.models import looks_like_path
 from mcp_server.config import Settings, describe_validation_error
+from mcp_server.notify import Relay, uses_notify
 from mcp_server.schemas import TERMINAL, Job, job_from_generation
 from mcp_server.telemetry import Telemetry
 from mcp_server.worker import Worker
 from storage import AmbiguousId, Generation, IllegalTransition, NotFound, QueueFull, StorageError, Store
+from storage.leases import Leases
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 POLL_SECONDS = 0.5  # waiters re-read this often: another process may be the one doing the work
+LISTEN_POLL_SECONDS = 5.0  # with LISTEN/NOTIFY the re-read is only a safety net
 SEED_SPACE = 2**32
 ESTIMATED_FRAME_RATE = 50  # MusicGen's decode steps per second of audio, before the worker says exactly
 
@@ -82,33 +88,55 @@ class Changes:
 
 
 class JobService:
-    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+    def __init__(self, settings: Settings, store: Store | None = None, *, run_worker: bool = True) -> None:
         self.settings = settings
-        self.store = store if store is not None else Store(settings.home, settings.database_url)
+        self.store = (
+            store if store is not None else Store(settings.home, settings.database_url, settings.outputs)
+        )
         self.default_model = resolve_model_id(settings.model)
         self.changes = Changes()
         self.telemetry = Telemetry()  # what /metrics and /health report about this process's worker
-        self.worker = Worker(settings, self.store, self.changes.notify, self.telemetry)
+        self.leases = Leases(self.store)
+        self.worker = Worker(settings, self.store, self._changed, self.telemetry) if run_worker else None
+        self.relay = Relay(self.store, self._heard) if uses_notify(self.store) else None
 
     @property
     def worker_state(self) -> str:
-        """For logs and doctor: not started | standby | loading MODEL | ready | load failed: ..."""
-        return self.worker.state
+        """For logs and doctor: not started | standby | loading MODEL | ready | load failed: ... | none"""
+        return self.worker.state if self.worker is not None else "none (front-end only)"
+
+    def _changed(self) -> None:
+        """The worker changed something: wake local waiters, and tell other machines its progress."""
+        self.changes.notify()
+        if self.relay is not None and self.worker is not None:
+            self.relay.publish(self.worker.worker_id, self.worker.progress_snapshot())
+
+    def _heard(self, job_ids: list[str]) -> None:
+        """LISTEN heard of a change (from any machine): re-read now, and claim if it was a new job."""
+        self.changes.notify()
+        if self.worker is not None:
+            self.worker.wake()
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
     def start(self) -> JobService:
-        self.worker.start()
+        if self.relay is not None:
+            self.relay.start()
+        if self.worker is not None:
+            self.worker.start()
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the worker: running jobs stop at the next step boundary and go back to the queue."""
-        self.worker.stop(timeout)
+        if self.worker is not None:
+            self.worker.stop(timeout)
+        if self.relay is not None:
+            self.relay.stop()
         self.changes.notify()
 
     def running_job_ids(self) -> list[str]:
-        """The jobs this process's worker is decoding right now (none when idle or on standby)."""
-        return self.worker.running_job_ids()
+        """The jobs this process's worker is decoding now (none when idle, on standby or without a worker)."""
+        return self.worker.running_job_ids() if self.worker is not None else []
 
     def __enter__(self) -> JobService:
         return self.start()
@@ -144,7 +172,8 @@ class JobService:
                 "melody, stereo-small, ...) or a hub id, or start the server with DGX_MUSIC_MODEL=<path>"
             )
         generations = await _in_thread(self._create, requests, model_id)
-        self.worker.wake()
+        if self.worker is not None:
+            self.worker.wake()
         return [await self.job(generation.id) for generation in generations]
 
     def _create(self, requests: list[GenerationRequest], model_id: str) -> list[Generation]:
@@ -190,13 +219,39 @@ class JobService:
         """What an unfinished job is waiting for or doing, in words."""
         if generation.status in TERMINAL:
             return None
-        loading = self.worker.loading_since(generation.model_name)
+        loading = self.worker.loading_since(generation.model_name) if self.worker is not None else None
         if loading is not None:
             return f"loading model {generation.model_name} ({loading:.0f} s so far)"
-        progress = self.worker.progress(generation.id)
+        progress = self._progress(generation.id)
         if progress is not None:
             return progress[2]
+        if generation.status == "pending" and not self._served_here(generation.model_name):
+            return self._routing_stage(generation.model_name)
         return "queued" if generation.status == "pending" else "starting"
+
+    def _served_here(self, model_id: str) -> bool:
+        worker = self.worker
+        return worker is not None and worker.state != "standby" and worker.serves(model_id)
+
+    def _routing_stage(self, model_id: str) -> str:
+        """A pending job's stage as the live workers (any machine) see its model."""
+        # Heartbeats come every lease_s / 3: a worker silent for a whole lease is taken for gone.
+        live = [w for w in self.leases.live_workers(self.settings.lease_s) if w.serves(model_id)]
+        if not live:
+            return (
+                f"waiting for a worker: no live worker serves model {model_id}; start one with "
+                f"`dgx-music worker --models {model_id}` (or DGX_MUSIC_WORKER_MODELS=*)"
+            )
+        for worker in live:
+            if worker.state == f"loading {model_id}":
+                return f"loading model {model_id} on worker {worker.id}"
+        return "queued"
+
+    def _progress(self, job_id: str) -> tuple[int, int, str] | None:
+        local = self.worker.progress(job_id) if self.worker is not None else None
+        if local is None and self.relay is not None:
+            return self.relay.progress(job_id)
+        return local
 
     async def wait(
         self,
@@ -215,7 +270,9 @@ class JobService:
                 if left <= 0 or all(job.status in TERMINAL for job in jobs):
                     return jobs
                 # Also re-read on a timer: another process may be the one doing the work.
-                with anyio.move_on_after(min(left, POLL_SECONDS)):
+                listening = self.relay is not None and self.relay.listening.is_set()
+                poll = LISTEN_POLL_SECONDS if listening else POLL_SECONDS
+                with anyio.move_on_after(min(left, poll)):
                     await changed.wait()
 
     def steps(self, job: Job) -> tuple[int, int]:
@@ -224,7 +281,7 @@ class JobService:
         return (total, total) if job.status in TERMINAL else (done, total)
 
     def _steps(self, job_id: str, duration: float) -> tuple[int, int]:
-        progress = self.worker.progress(job_id)
+        progress = self._progress(job_id)
         if progress is not None and progress[1] > 0:
             return progress[0], progress[1]
         return 0, max(1, round(duration * ESTIMATED_FRAME_RATE))
@@ -240,7 +297,8 @@ class JobService:
                 f"job_id {job_id!r} is already {job.status}; only pending or processing jobs can be cancelled"
             )
         if job.status != "cancelled":
-            self.worker.request_cancel(job_id)  # a running job stops at the next step boundary
+            if self.worker is not None:  # a running job stops at the next step boundary
+                self.worker.request_cancel(job_id)
             with suppress(IllegalTransition):  # it ended while we looked; report what it is now
                 self.store.cancel(job_id)
             self.changes.notify()

@@ -24,14 +24,23 @@ from mcp_server.service import JobService
 log = logging.getLogger(__name__)
 
 
-def serve(settings: Settings, transport: str = "stdio", host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve until stdin closes (stdio) or SIGINT/SIGTERM; the worker re-queues what it was doing."""
+def serve(
+    settings: Settings,
+    transport: str = "stdio",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    run_worker: bool = True,
+) -> None:
+    """Serve until stdin closes (stdio) or SIGINT/SIGTERM; the worker re-queues what it was doing.
+
+    ``run_worker=False``: a stateless front-end; `dgx-music worker` processes (any host) do the work."""
     if transport != "stdio":
         check_http_exposure(settings.token, host)
     # The worker thread holds the GIL through the Python parts of each decode step; hand it back to the
     # event loop more often than every 5 ms so status calls stay quick while a batch runs.
     sys.setswitchinterval(0.001)
-    service = JobService(settings)
+    service = JobService(settings, run_worker=run_worker)
     app = build_server(service, studio_url(host, port) if transport == "http" else None)
     with service:
         if transport == "stdio":

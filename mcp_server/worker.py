@@ -18,6 +18,12 @@ Every turn of the loop is one step boundary:
 Only the process holding an exclusive ``fcntl`` lock on ``DGX_MUSIC_HOME/worker.lock`` runs the loop and loads
 models: Claude Desktop sometimes starts two stdio servers, and two copies of a model on one GPU would not fit.
 A process without the lock queues and reads, and takes over if the holder exits.
+
+Several workers (other hosts, on PostgreSQL) share one queue through leases (``storage.leases``): each
+claim carries this worker's id and a lease renewed by the heartbeat every ``lease_s / 3``; a job whose lease
+lapsed goes back to the queue (any worker's heartbeat sweeps them), and a result produced under a lapsed
+claim is discarded, never committed over the new owner's. A worker claims only models it serves
+(``DGX_MUSIC_WORKER_MODELS``).
 """
 
 from __future__ import annotations
@@ -28,16 +34,20 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
 
+from sqlalchemy.exc import DBAPIError
+
 from engine.models import resolve_model_id
 from mcp_server.config import Settings
 from mcp_server.telemetry import Telemetry
-from storage import Generation, IllegalTransition, Store
+from storage import Generation, IllegalTransition, LeaseLost, Store
+from storage.leases import ANY_MODEL, Leases
 
 if TYPE_CHECKING:  # torch and transformers load on the worker thread, so `initialize` is answered at once
     from engine import MusicEngine
@@ -98,6 +108,13 @@ class Worker:
         self._started = 0.0
         self._last_poll = 0.0
         self._last_notify = 0.0
+        self.leases = Leases(store)
+        self.worker_id = settings.worker_name
+        self.models = settings.served_models
+        self._shared = store.engine.dialect.name == "postgresql"  # other workers may serve this queue
+        self._last_heartbeat = 0.0
+        self.claim_seconds: deque[float] = deque(maxlen=1000)  # how long each claim that got jobs took
+        self.counts = {"completed": 0, "failed": 0, "requeued": 0, "discarded": 0, "expired": 0}
 
     # --- called from other threads ----------------------------------------------------------------------
 
@@ -134,6 +151,25 @@ class Worker:
         with self._lock:
             return self._progress.get(job_id)
 
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def resident_models(self) -> list[str]:
+        return list(self._residents)
+
+    @property
+    def jobs_in_progress(self) -> int:
+        return len(self._jobs)
+
+    def progress_snapshot(self) -> dict[str, tuple[int, int, str]]:
+        """Every claimed job's progress, for publishing to other machines."""
+        with self._lock:
+            return dict(self._progress)
+
+    def serves(self, model_id: str) -> bool:
+        return ANY_MODEL in self.models or model_id in self.models
+
     def loading_since(self, model_id: str) -> float | None:
         """Seconds ``model_id`` has been loading, or None when it is not loading."""
         with self._lock:
@@ -148,16 +184,24 @@ class Worker:
             return
         try:
             try:
-                report = self.store.recover(max_attempts=MAX_ATTEMPTS)
+                report = self.store.recover(MAX_ATTEMPTS, shared=self._shared, worker_id=self.worker_id)
                 log.info("recovered the queue at start-up: %s", report)
             except Exception:
                 log.exception("recovering the queue failed; jobs left processing by a crash stay as they are")
             self._notify()
             # At start-up, not on the first job, so the first job does not wait for the whole load.
-            self._begin_load(resolve_model_id(self.settings.model))
+            default = resolve_model_id(self.settings.model)
+            self._begin_load(default if self.serves(default) else self.models[0])
+            try:
+                self.leases.register(self.worker_id, self.models, self.state)
+            except Exception:  # front-ends then say no worker serves its models until a restart
+                log.exception("could not register worker %s in the workers table", self.worker_id)
             while not self._stop.is_set():
                 try:
                     worked = self._turn()
+                except DBAPIError as error:  # the server restarted, or ended our session after a stall
+                    log.warning("the database failed (%s); retrying in %d s", error.orig, RETRY_SECONDS)
+                    worked = self._stop.wait(RETRY_SECONDS)
                 except Exception:  # e.g. the database stayed locked: keep the worker alive and retry
                     log.exception("the worker hit an unexpected error; retrying in %d s", RETRY_SECONDS)
                     worked = self._stop.wait(RETRY_SECONDS)
@@ -171,6 +215,8 @@ class Worker:
         """One step boundary; True when some model stepped."""
         self._take_loaded()
         now = time.monotonic()
+        if now - self._last_heartbeat >= self.settings.lease_s / 3:
+            self._heartbeat()
         poll = self._wake.is_set() or now - self._last_poll >= POLL_SECONDS
         if poll:
             self._wake.clear()
@@ -209,13 +255,13 @@ class Worker:
                 1 for job in self._jobs.values() if job.generation.model_name == model_id
             )
             if poll and room > 0 and not resident.draining:
-                for generation in self.store.claim(model_id, room):
+                for generation in self._claim(model_id, room):
                     try:
                         request = core.validate(
                             "generate", {"prompt": generation.prompt, **generation.params}
                         )
                     except InvalidRequest as error:
-                        self._fail(generation.id, str(error))
+                        self._fail(generation.id, str(error), generation)
                         continue
                     job = _Job(generation, request)
                     self._jobs[generation.id] = job
@@ -230,12 +276,56 @@ class Worker:
                 waiting.pop(0)
                 if admission.decision is Decision.NEVER:
                     self._forget(job)
-                    self._fail(job.generation.id, admission.reason)
+                    self._fail(job.generation.id, admission.reason, job.generation)
                     continue
                 core.admit(job.generation.id, job.request)
                 job.admitted = time.monotonic()
                 total = core.progress(job.generation.id)
                 self._set_progress(job, 0, "decoding", total.total if total else None)
+
+    def _claim(self, model_id: str, limit: int) -> list[Generation]:
+        started = time.monotonic()
+        # Never a job still held here under an earlier claim: one request per job id in the backend.
+        claimed = self.store.claim(
+            model_id, limit, worker_id=self.worker_id, lease_s=self.settings.lease_s, exclude=set(self._jobs)
+        )
+        if claimed:
+            self.claim_seconds.append(time.monotonic() - started)
+        return claimed
+
+    # --- leases ---------------------------------------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        """Renew this worker's leases (dropping jobs whose lease lapsed) and expire other workers' leases."""
+        self._last_heartbeat = time.monotonic()
+        try:
+            held = self.leases.heartbeat(
+                self.worker_id,
+                self.state,
+                [job.generation for job in self._jobs.values()],
+                self.settings.lease_s,
+            )
+        except Exception as error:  # e.g. the database ended our session after a stall: retry next boundary
+            log.warning(
+                "heartbeat failed (%s: %s); retrying at the next step boundary", type(error).__name__, error
+            )
+            return
+        for job_id, job in list(self._jobs.items()):
+            if job_id not in held and job.stop_reason is None:
+                log.warning(
+                    "job %s: the lease of attempt %d lapsed (this worker was stalled); another worker may "
+                    "own it now, so it stops here and its result is discarded",
+                    job_id,
+                    job.generation.attempts,
+                )
+                job.stop_reason = "lease lost"
+                self._stop_job(job)
+        requeued, failed = self.leases.expire(MAX_ATTEMPTS)
+        if requeued or failed:
+            self.counts["expired"] += len(requeued) + len(failed)
+            log.warning("leases lapsed: re-queued %s, failed %s (out of attempts)", requeued, failed)
+            self._wake.set()
+            self._notify()
 
     def _apply_stops(self, poll: bool) -> None:
         """Cancellations asked for here or (polled) in the database, time limits, shutdown."""
@@ -279,7 +369,7 @@ class Worker:
                 return  # one load at a time
         now = datetime.now(UTC)
         for model_id, oldest, _count in self.store.pending_models():
-            if model_id in self._residents:
+            if model_id in self._residents or not self.serves(model_id):
                 continue
             if self._fits_beside_residents(model_id):
                 self._begin_load(model_id)
@@ -325,6 +415,7 @@ class Worker:
         with self._lock:
             self._loading[model_id] = time.monotonic()
         self.state = f"loading {model_id}"
+        self._last_heartbeat = 0.0  # tell the workers table at the next boundary
         self._notify()
         loader = threading.Thread(target=self._load, args=(model_id,), name=f"load-{model_id}", daemon=True)
         self._loaders = [thread for thread in self._loaders if thread.is_alive()] + [loader]
@@ -368,14 +459,15 @@ class Worker:
             if engine is None:
                 self.state = f"load failed: {error}"
                 log.error("could not load %s: %s", model_id, error)
-                for generation in self.store.claim(model_id, self.settings.max_queue):
-                    self._fail(generation.id, error or "could not load the model")
+                for generation in self._claim(model_id, self.settings.max_queue):
+                    self._fail(generation.id, error or "could not load the model", generation)
                 continue
             self._residents[model_id] = _Resident(model_id, engine)
             self.telemetry.model_loaded(engine)
             for resident in self._residents.values():
                 resident.draining = False
             self.state = "ready"
+            self._last_heartbeat = 0.0
             log.info(
                 "loaded %s on %s (%s) in %.1f s", model_id, engine.device, engine.dtype, engine.load_seconds
             )
@@ -409,38 +501,66 @@ class Worker:
                     generation_seconds=result.generation_seconds,
                     device=device or "",
                     seed=result.seed,
+                    claim=job.generation,
                 )
                 self.telemetry.job_completed(result.generation_seconds)
+                self.counts["completed"] += 1
+                log.info("job %s completed (attempt %d)", job_id, job.generation.attempts)
                 if self.first_audio_seconds is None:
                     self.first_audio_seconds = time.monotonic() - self._started
                     log.info("first audio %.1f s after the worker started", self.first_audio_seconds)
+            elif job.stop_reason == "lease lost":
+                self.counts["discarded"] += 1
             elif outcome is not None and outcome.status == "failed":
-                self.store.fail(job_id, outcome.error or "generation failed")
+                self.store.fail(job_id, outcome.error or "generation failed", claim=job.generation)
             elif job.stop_reason == "timeout":
                 self.store.fail(
                     job_id,
                     f"exceeded the per-job time limit of {self.settings.job_timeout_s:g} s "
                     "(DGX_MUSIC_JOB_TIMEOUT_S); ask for a shorter duration or raise the limit",
+                    claim=job.generation,
                 )
             elif job.stop_reason == "shutdown":
-                self.store.requeue(job_id)
+                self.store.requeue(job_id, claim=job.generation)
+                self.counts["requeued"] += 1
             else:
                 with suppress(IllegalTransition):  # cancel_job already marked it
                     self.store.cancel(job_id)
+        except LeaseLost as lost:
+            self.counts["discarded"] += 1
+            log.warning("job %s: late result discarded: %s", job_id, lost)
         except IllegalTransition:
             log.info("job %s was cancelled while it finished; its result is discarded", job_id)
         except OSError as exc:  # a full disk, a quota, a file-size limit
             log.exception("writing the audio of job %s failed", job_id)
-            outputs = self.settings.home / "outputs"
+            outputs = self.store.outputs
             self._fail(
                 job_id,
                 f"could not write the audio under {outputs}: {exc.strerror or exc}; free disk space there "
                 "(or lift the quota / file-size limit) and generate again",
             )
         except Exception as exc:
-            log.exception("recording the outcome of job %s failed", job_id)
-            self._fail(job_id, f"could not store the result: {type(exc).__name__}: {exc}")
+            if self._claim_lost(job):
+                self.counts["discarded"] += 1
+                log.warning(
+                    "job %s: late result discarded: its claim lapsed while it was stored (%s)", job_id, exc
+                )
+            else:
+                log.exception("recording the outcome of job %s failed", job_id)
+                self._fail(job_id, f"could not store the result: {type(exc).__name__}: {exc}", job.generation)
         self._notify()
+
+    def _claim_lost(self, job: _Job) -> bool:
+        """Whether another claim (or the queue) has the job now; False when that cannot be known."""
+        try:
+            now = self.store.get(job.generation.id)
+        except Exception:
+            return False
+        return (now.status, now.worker_id, now.attempts) != (
+            "processing",
+            job.generation.worker_id,
+            job.generation.attempts,
+        )
 
     def _forget(self, job: _Job) -> None:
         self._jobs.pop(job.generation.id, None)
@@ -454,9 +574,13 @@ class Worker:
                 total = previous[1] if previous else 0
             self._progress[job.generation.id] = (done, total, stage)
 
-    def _fail(self, job_id: str, error: str) -> None:
+    def _fail(self, job_id: str, error: str, claim: Generation | None = None) -> None:
         try:
-            self.store.fail(job_id, error)
+            self.store.fail(job_id, error, claim=claim)
+            self.counts["failed"] += 1
+        except LeaseLost as lost:
+            self.counts["discarded"] += 1
+            log.warning("job %s: late failure discarded: %s", job_id, lost)
         except Exception:
             log.exception("could not mark job %s failed", job_id)
 
@@ -474,6 +598,8 @@ class Worker:
         for job in list(self._jobs.values()):
             self._end(job, None)
         self._residents.clear()
+        with suppress(Exception):  # the database may be what failed
+            self.leases.unregister(self.worker_id)
         self._notify()
 
     def _acquire_worker_lock(self) -> IO[str] | None:

@@ -10,6 +10,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,7 +18,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import DateTime, Engine, create_engine, event, func, select, type_coerce
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -35,6 +36,17 @@ BUSY_TIMEOUT_MS = 10_000
 RETRY_ATTEMPTS = 5
 
 T = TypeVar("T")
+
+# PostgreSQL NOTIFY channel that carries the ids of jobs whose row changed (comma-separated), sent inside the
+# transaction that changed them, so a listener hears of a change exactly when it becomes visible.
+JOBS_CHANNEL = "dgx_music_jobs"
+# pg_advisory_xact_lock key that serialises queue-bound checks (an arbitrary constant: "dgxq" in ASCII).
+QUEUE_LOCK_KEY = 0x64677871
+MIGRATION_LOCK_KEY = 0x6467786D  # "dgxm": serialises migrations between hosts sharing one database
+# Our transactions last milliseconds (the longest writes one WAV under a row lock). A process stalled inside
+# one (SIGSTOP, a frozen VM) would hold its row locks, and with them the jobs its lease no longer covers;
+# PostgreSQL ends such a session after this long, so other workers can take those jobs over.
+STALLED_TRANSACTION_TIMEOUT = "10s"
 
 
 def default_home() -> Path:
@@ -72,10 +84,20 @@ def _sqlite_begin(connection: Any) -> None:
     connection.exec_driver_sql(f"BEGIN {mode}")
 
 
+def _postgres_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"SET idle_in_transaction_session_timeout = '{STALLED_TRANSACTION_TIMEOUT}'")
+    cursor.close()
+    dbapi_connection.commit()
+
+
 def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True)
+        if parsed.get_backend_name() == "postgresql":
+            event.listen(engine, "connect", _postgres_on_connect)
+        return engine
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000})
@@ -145,6 +167,41 @@ def upgrade(engine: Engine, home: Path, revision: str = "head") -> None:
     # One line for the whole migration: alembic's own INFO chatter is silenced by the application.
     log.info("migrating the database from revision %s to %s", current or "none (new database)", revision)
     with _migration_lock(home), engine.execution_options(write=True).begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Hosts with separate data directories may start at the same moment: one migrates, the others
+            # wait here and then find the schema at head (alembic's upgrade is then a no-op).
+            connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
         config = alembic_config(engine.url.render_as_string(hide_password=False))
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+
+
+def is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def db_now(session: Session) -> Any:
+    """Now, in naive UTC as the columns store it, on the database's clock where there is one to share.
+
+    On PostgreSQL every host compares leases against the server's clock, so worker clocks may drift; SQLite
+    lives on one machine, whose clock every process already shares.
+    """
+    if is_postgres(session):
+        return type_coerce(func.timezone("UTC", func.clock_timestamp()), DateTime())
+    return datetime.now(UTC)
+
+
+def announce(session: Session, job_ids: list[str]) -> None:
+    """Tell PostgreSQL listeners (other machines' front-ends and workers) that these jobs changed."""
+    if job_ids and is_postgres(session):
+        session.execute(select(func.pg_notify(JOBS_CHANNEL, ",".join(job_ids))))
+
+
+def lock_queue_bound(session: Session) -> None:
+    """Serialise "count pending, then insert" between PostgreSQL transactions until this one ends.
+
+    On SQLite the write lock (BEGIN IMMEDIATE) already does it. Under READ COMMITTED the count that follows
+    the lock sees every insert committed by the previous holder, so the bound is exact.
+    """
+    if is_postgres(session):
+        session.execute(select(func.pg_advisory_xact_lock(QUEUE_LOCK_KEY)))

@@ -75,3 +75,18 @@ class HasChildren(StorageError):
                 f"edits, continuations: {shown}); delete its whole family instead, or those first"
             )
         super().__init__(message)
+
+
+class LeaseLost(IllegalTransition):
+    """A worker's claim on a job ended (its lease expired and the job was re-queued or claimed again):
+    whatever that worker produced for the job is discarded."""
+
+    def __init__(self, generation_id: str, worker_id: str | None, attempt: int, current: str) -> None:
+        self.worker_id = worker_id
+        self.attempt = attempt
+        StorageError.__init__(
+            self,
+            f"generation {generation_id}: the claim of worker {worker_id} (attempt {attempt}) is no longer "
+            f"valid (the job is {current} under another claim); this worker's result is discarded",
+        )
+        self.generation_id, self.current, self.target = generation_id, current, "completed"

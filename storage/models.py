@@ -92,6 +92,7 @@ class GenerationRow(Base):
         CheckConstraint(LINEAGE_SOURCE_CHECK, name="ck_generations_source"),
         Index("ix_generations_parent", "parent_id"),
         Index("ix_generations_source_job", "source_job_id"),
+        Index("ix_generations_status_lease", "status", "lease_expires_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -143,6 +144,25 @@ class GenerationRow(Base):
     stem: Mapped[str | None] = mapped_column(String(32))
     section_start_s: Mapped[float | None] = mapped_column(Float)
     section_end_s: Mapped[float | None] = mapped_column(Float)
+
+    # The claim of a processing job (storage.leases): which worker holds it (kept once it ended: who made
+    # it) and until when. A claim is (worker_id, attempts): the fencing token its result is committed with.
+    worker_id: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class WorkerRow(Base):
+    """A worker process that serves the queue; live while its heartbeat is recent."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    models: Mapped[list[str]] = mapped_column(JSON)  # model ids it serves; ["*"] = any model
+    state: Mapped[str] = mapped_column(String(200))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 # params dict key (the public contract) -> column attribute.

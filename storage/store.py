@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,13 @@ from sqlalchemy.orm import Session
 
 from storage import bwf, db, files
 from storage.cursor import Cursor, decode, encode, filters_digest
-from storage.db import run_transaction
+from storage.db import announce, db_now, lock_queue_bound, run_transaction
 from storage.errors import (
     AmbiguousId,
     AudioIntegrityError,
     HasChildren,
     IllegalTransition,
+    LeaseLost,
     NotFound,
     QueueFull,
     StorageError,
@@ -34,6 +36,9 @@ from storage.search import apply_search
 MAX_PAGE = 500
 MIN_ID_PREFIX = 8  # what `dgx-music history` shows; shorter prefixes would collide as the history grows
 SHOWN_MATCHES = 5  # ids listed when a prefix is ambiguous
+# On a shared outputs directory another host may be publishing a WAV whose row commits a moment later, or
+# staging one under a pid this host cannot see: recovery there only touches files older than this.
+SHARED_ORPHAN_AGE_S = 600
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,8 @@ class Generation:
     device: str | None
     metadata: dict[str, Any]
     lineage: Lineage = field(default_factory=Lineage)
+    worker_id: str | None = None  # the worker holding a processing job (or that ended it)
+    lease_expires_at: datetime | None = None  # when that worker's claim lapses unless renewed
 
 
 @dataclass(frozen=True)
@@ -100,11 +107,12 @@ def _status(value: Status | str, name: str = "status") -> Status:
 class Store:
     """History database plus audio files under `home`. Thread-safe; several processes may share a home."""
 
-    def __init__(self, home: Path, database_url: str | None = None) -> None:
+    def __init__(self, home: Path, database_url: str | None = None, outputs: Path | None = None) -> None:
         """Open (migrating to head on first use) home/dgx-music.db, or `database_url`, else
-        DGX_MUSIC_DATABASE_URL when set."""
+        DGX_MUSIC_DATABASE_URL when set. Audio goes under `outputs` (default home/outputs), which several
+        hosts may share (one directory on NFS for every worker and front-end)."""
         self.home = Path(home).expanduser()
-        self.outputs = self.home / "outputs"
+        self.outputs = Path(outputs).expanduser() if outputs else self.home / "outputs"
         self.url = db.database_url(self.home, database_url)
         self.engine = db.make_engine(self.url)
         self._dialect = self.engine.dialect.name
@@ -122,7 +130,7 @@ class Store:
             model_name=row.model_name,
             status=Status(row.status),
             params={key: getattr(row, attr) for key, attr in PARAM_COLUMNS.items()},
-            file_path=self.home / row.file_path if row.file_path else None,
+            file_path=self.absolute(row.file_path) if row.file_path else None,
             sample_rate=row.sample_rate,
             channels=row.channels,
             duration_s=row.duration_s,
@@ -148,7 +156,17 @@ class Store:
                 section_start_s=row.section_start_s,
                 section_end_s=row.section_end_s,
             ),
+            worker_id=row.worker_id,
+            lease_expires_at=row.lease_expires_at,
         )
+
+    def absolute(self, relative: str | Path) -> Path:
+        """Where a stored "outputs/YYYY/MM/DD/<id>.wav" lives: under this store's outputs directory."""
+        return self.outputs / Path(relative).relative_to("outputs")
+
+    def _quarantine(self, path: Path) -> Path:
+        # Beside the outputs directory (home/quarantine by default): on a shared mount, on the same one.
+        return files.quarantine(self.outputs.parent, path)
 
     def _read(self, generation_id: str) -> Generation:
         return run_transaction(
@@ -205,6 +223,7 @@ class Store:
         def work(session: Session) -> list[Generation]:
             _check_references(session, rows)
             if max_pending is not None:
+                lock_queue_bound(session)
                 pending = session.scalar(
                     select(func.count())
                     .select_from(GenerationRow)
@@ -229,6 +248,7 @@ class Store:
                 session.add(row)
                 created.append(row)
             session.flush()
+            announce(session, [row.id for row in created])
             return [self._snapshot(row) for row in created]
 
         try:
@@ -239,11 +259,27 @@ class Store:
                 f"a parent or source job of these generations was just deleted ({error.orig})"
             ) from None
 
-    def claim(self, model_name: str | None = None, limit: int = 1) -> list[Generation]:
+    def claim(
+        self,
+        model_name: str | None = None,
+        limit: int = 1,
+        *,
+        worker_id: str | None = None,
+        lease_s: float | None = None,
+        exclude: Collection[str] = (),
+    ) -> list[Generation]:
         """Atomically move up to `limit` oldest pending jobs of one model (None: the oldest job's model) to
-        processing, oldest first. Two workers, in any processes, never receive the same job."""
+        processing, oldest first. Two workers, in any processes, never receive the same job.
+
+        A claim by `worker_id` holds a lease of `lease_s` seconds that the worker renews
+        (`storage.leases.Leases.heartbeat`); the returned snapshots are the fencing tokens that `complete`,
+        `fail` and `requeue` take as `claim=`. `exclude`: ids the caller still holds an earlier claim of
+        in memory (a job re-queued under a stalled worker must not return to it while it drops the old one).
+        """
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
+        if lease_s is not None and lease_s <= 0:
+            raise ValueError(f"lease_s must be > 0, got {lease_s}")
 
         def work(session: Session) -> list[Generation]:
             model = model_name
@@ -255,7 +291,7 @@ class Store:
                 session.scalars(
                     _queue()
                     .with_only_columns(GenerationRow.id)
-                    .where(GenerationRow.model_name == model)
+                    .where(GenerationRow.model_name == model, GenerationRow.id.not_in(list(exclude)))
                     .limit(limit)
                     .with_for_update(skip_locked=True)  # PostgreSQL; SQLite holds the write lock already
                 )
@@ -269,8 +305,13 @@ class Store:
                     status=Status.PROCESSING.value,
                     started_at=_now(),
                     attempts=GenerationRow.attempts + 1,
+                    worker_id=worker_id,
+                    lease_expires_at=None
+                    if lease_s is None
+                    else db_now(session) + timedelta(seconds=lease_s),
                 )
             )
+            announce(session, ids)
             rows = session.scalars(
                 select(GenerationRow)
                 .where(GenerationRow.id.in_(ids))
@@ -281,8 +322,11 @@ class Store:
 
         return run_transaction(self.engine, work, write=True)
 
-    def _transition(self, generation_id: str, target: Status, **values: Any) -> Generation:
-        """Change status only if the current one allows it, in a single conditional UPDATE."""
+    def _transition(
+        self, generation_id: str, target: Status, claim: Generation | None = None, **values: Any
+    ) -> Generation:
+        """Change status only if the current one allows it (and, with `claim`, only while that claim still
+        holds the job), in a single conditional UPDATE."""
 
         def work(session: Session) -> Generation:
             result = session.execute(
@@ -290,12 +334,14 @@ class Store:
                 .where(
                     GenerationRow.id == generation_id,
                     GenerationRow.status.in_([s.value for s in ALLOWED_SOURCES[target]]),
+                    *_held_by(claim),
                 )
-                .values(status=target.value, **values)
+                .values(status=target.value, lease_expires_at=None, **values)
             )
             row = _row(session, generation_id, refresh=True)
             if result.rowcount == 0:  # type: ignore[attr-defined]
-                raise IllegalTransition(generation_id, row.status, target.value)
+                raise _refusal(generation_id, claim, row.status, target)
+            announce(session, [generation_id])
             return self._snapshot(row)
 
         return run_transaction(self.engine, work, write=True)
@@ -311,12 +357,19 @@ class Store:
         generation_seconds: float,
         device: str,
         seed: int | None,
+        claim: Generation | None = None,
     ) -> Generation:
-        """Write the Broadcast WAV atomically, then commit the row completed with path, size and sha256."""
+        """Write the Broadcast WAV atomically, then commit the row completed with path, size and sha256.
+
+        With `claim` (the snapshot `claim()` returned) the job must still be held by that claim: the row is
+        locked first and the file is published under the lock, so a worker whose lease lapsed can never
+        overwrite the file of the worker that now owns the job; it gets `LeaseLost` and nothing is written.
+        """
         job = self._read(generation_id)
         if job.status is not Status.PROCESSING:
-            raise IllegalTransition(generation_id, job.status.value, Status.COMPLETED.value)
+            raise _refusal(generation_id, claim, job.status.value, Status.COMPLETED)
         relative = self.relative_audio_path(job)
+        final = self.absolute(relative)
         data = bwf.encode(
             audio,
             sample_rate,
@@ -329,40 +382,72 @@ class Store:
                 coding_history=f"{job.model_name} on {device}, seed {seed}",
             ),
         )
-        files.write_atomic(self.home / relative, data)
+        values = {
+            "status": Status.COMPLETED.value,
+            "file_path": str(relative),
+            "sample_rate": sample_rate,
+            "channels": audio.shape[0],
+            "duration_s": audio.shape[1] / sample_rate,
+            "loudness_lufs": loudness_lufs,
+            "peak_dbfs": peak_dbfs,
+            "file_size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "completed_at": _now(),
+            "generation_seconds": generation_seconds,
+            "device": device,
+            "error": None,
+            "lease_expires_at": None,
+            **({"seed": seed} if seed is not None else {}),
+        }
+        published = False
+
+        def work(session: Session) -> Generation:
+            nonlocal published
+            held = session.scalars(
+                select(GenerationRow)
+                .where(GenerationRow.id == generation_id, *_held_by(claim))
+                .with_for_update()  # PostgreSQL row lock; SQLite holds the write lock already
+                .execution_options(populate_existing=True)
+            ).first()
+            if held is None or held.status != Status.PROCESSING.value:
+                current = _row(session, generation_id, refresh=True).status
+                raise _refusal(generation_id, claim, current, Status.COMPLETED)
+            files.write_atomic(final, data)
+            published = True
+            session.execute(update(GenerationRow).where(GenerationRow.id == generation_id).values(**values))
+            announce(session, [generation_id])
+            return self._snapshot(_row(session, generation_id, refresh=True))
+
         try:
-            return self._transition(
-                generation_id,
-                Status.COMPLETED,
-                file_path=str(relative),
-                sample_rate=sample_rate,
-                channels=audio.shape[0],
-                duration_s=audio.shape[1] / sample_rate,
-                loudness_lufs=loudness_lufs,
-                peak_dbfs=peak_dbfs,
-                file_size=len(data),
-                sha256=hashlib.sha256(data).hexdigest(),
-                completed_at=_now(),
-                generation_seconds=generation_seconds,
-                device=device,
-                error=None,
-                **({"seed": seed} if seed is not None else {}),
-            )
+            return run_transaction(self.engine, work, write=True)
         except BaseException:
-            # Cancelled or deleted meanwhile, or the database failed: no row points at the file, so keep it
-            # out of outputs/ (where it would look finished) without destroying it.
-            files.quarantine(self.home, self.home / relative)
+            if published:
+                self._withdraw(generation_id, final)
             raise
 
-    def fail(self, generation_id: str, error: str) -> Generation:
-        return self._transition(generation_id, Status.FAILED, error=error, completed_at=_now())
+    def _withdraw(self, generation_id: str, final: Path) -> None:
+        """The commit after publishing failed: no row points at the file, so keep it out of outputs/ (where
+        it would look finished) without destroying it; unless another claim has completed the job since, in
+        which case the file there is that worker's. Decided under the row lock its publication needs."""
+
+        def work(session: Session) -> None:
+            row = session.scalars(
+                select(GenerationRow).where(GenerationRow.id == generation_id).with_for_update()
+            ).first()
+            if (row is None or row.status != Status.COMPLETED.value) and final.exists():
+                self._quarantine(final)
+
+        run_transaction(self.engine, work, write=True)
+
+    def fail(self, generation_id: str, error: str, *, claim: Generation | None = None) -> Generation:
+        return self._transition(generation_id, Status.FAILED, claim, error=error, completed_at=_now())
 
     def cancel(self, generation_id: str) -> Generation:
         return self._transition(generation_id, Status.CANCELLED, completed_at=_now())
 
-    def requeue(self, generation_id: str) -> Generation:
+    def requeue(self, generation_id: str, *, claim: Generation | None = None) -> Generation:
         """processing -> pending (after a crash or a worker shutdown); attempts keep counting."""
-        return self._transition(generation_id, Status.PENDING, started_at=None)
+        return self._transition(generation_id, Status.PENDING, claim, started_at=None, worker_id=None)
 
     def get(self, generation_id: str) -> Generation:
         """The generation with this id, or with the only id that starts with it (8+ characters).
@@ -420,13 +505,14 @@ class Store:
                 )
             )
             session.execute(delete(GenerationRow).where(GenerationRow.id.in_(ids)))
+            announce(session, ids)
             return ids, [str(path) for path in paths]
 
         ids, paths = run_transaction(self.engine, work, write=True)
         failed = []
         for relative in paths:
             try:
-                files.remove(self.home / relative)
+                files.remove(self.absolute(relative))
             except OSError as error:
                 failed.append(f"{relative} ({error.strerror})")
         if failed:
@@ -587,33 +673,34 @@ class Store:
 
     # --- recovery ----------------------------------------------------------------------------------------
 
-    def recover(self, max_attempts: int = 2) -> RecoveryReport:
-        """Run once at start-up, before workers start: jobs left processing by a crash go back to pending
-        (or fail once they were tried `max_attempts` times); orphan files move to home/quarantine/."""
+    def recover(
+        self, max_attempts: int = 2, *, shared: bool = False, worker_id: str | None = None
+    ) -> RecoveryReport:
+        """Run at a worker's start-up: jobs left processing by a crash go back to pending (or fail once they
+        were tried `max_attempts` times); orphan files move to quarantine/ beside the outputs directory.
+
+        `shared`: other workers may be running (PostgreSQL): only jobs whose lease lapsed, or that an
+        earlier run of `worker_id` held, are re-queued, and only files older than SHARED_ORPHAN_AGE_S move.
+        """
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
 
         def work(session: Session) -> tuple[list[str], list[str], list[str], dict[str, str]]:
-            stuck = list(session.scalars(select(GenerationRow).where(GenerationRow.status == "processing")))
-            requeued = [row.id for row in stuck if row.attempts < max_attempts]
-            failed = [row.id for row in stuck if row.attempts >= max_attempts]
-            if requeued:
-                session.execute(
-                    update(GenerationRow)
-                    .where(GenerationRow.id.in_(requeued))
-                    .values(status=Status.PENDING.value, started_at=None)
-                )
-            if failed:
-                session.execute(
-                    update(GenerationRow)
-                    .where(GenerationRow.id.in_(failed))
-                    .values(
-                        status=Status.FAILED.value,
-                        completed_at=_now(),
-                        error=f"interrupted by a crash on each of its {max_attempts}+ attempts "
-                        f"(max_attempts={max_attempts}); submit it again to retry",
+            stuck = select(GenerationRow).where(GenerationRow.status == Status.PROCESSING.value)
+            if shared:
+                stuck = stuck.where(
+                    or_(
+                        GenerationRow.worker_id == worker_id,
+                        GenerationRow.lease_expires_at.is_(None),
+                        GenerationRow.lease_expires_at < db_now(session),
                     )
                 )
+            requeued, failed = release(
+                session,
+                list(session.scalars(stuck.with_for_update(skip_locked=True))),
+                max_attempts,
+                "interrupted by a crash",
+            )
             pending = list(session.scalars(_queue().with_only_columns(GenerationRow.id)))
             completed = session.execute(
                 select(GenerationRow.file_path, GenerationRow.id).where(
@@ -627,21 +714,24 @@ class Store:
             requeued=requeued,
             failed=failed,
             pending=pending,
-            quarantined=self._sweep_orphans(set(completed)),
-            missing_files=[gid for path, gid in completed.items() if not (self.home / path).is_file()],
+            quarantined=self._sweep_orphans(set(completed), SHARED_ORPHAN_AGE_S if shared else 0.0),
+            missing_files=[gid for path, gid in completed.items() if not self.absolute(path).is_file()],
         )
 
-    def _sweep_orphans(self, completed_paths: set[str]) -> list[Path]:
+    def _sweep_orphans(self, completed_paths: set[str], min_age_s: float) -> list[Path]:
         moved = []
+        cutoff = time.time() - min_age_s
         for path in sorted(self.outputs.rglob("*")) if self.outputs.is_dir() else []:
             if files.is_temp(path):
                 pid = files.writer_pid(path)
                 if pid is not None and files.pid_alive(pid):
                     continue  # a live writer's file in progress
-            elif path.suffix != ".wav" or str(path.relative_to(self.home)) in completed_paths:
+            elif path.suffix != ".wav" or str(Path("outputs", path.relative_to(self.outputs))) in (
+                completed_paths
+            ):
                 continue
-            if path.is_file():
-                moved.append(files.quarantine(self.home, path))
+            if path.is_file() and (min_age_s <= 0 or path.stat().st_mtime < cutoff):
+                moved.append(self._quarantine(path))
         return moved
 
 
@@ -669,6 +759,57 @@ def _resolve(session: Session, id_or_prefix: str) -> str:
         shown = matches[:SHOWN_MATCHES] + (["..."] if len(matches) > SHOWN_MATCHES else [])
         raise AmbiguousId(id_or_prefix, shown)
     return matches[0]
+
+
+def release(
+    session: Session, rows: list[GenerationRow], max_attempts: int, why: str
+) -> tuple[list[str], list[str]]:
+    """Processing rows whose worker is gone: back to pending, or failed once tried `max_attempts` times.
+    Returns (re-queued ids, failed ids)."""
+    requeued = [row.id for row in rows if row.attempts < max_attempts]
+    failed = [row.id for row in rows if row.attempts >= max_attempts]
+    unclaimed = {"worker_id": None, "lease_expires_at": None}
+    if requeued:
+        session.execute(
+            update(GenerationRow)
+            .where(GenerationRow.id.in_(requeued))
+            .values(status=Status.PENDING.value, started_at=None, **unclaimed)
+        )
+    if failed:
+        session.execute(
+            update(GenerationRow)
+            .where(GenerationRow.id.in_(failed))
+            .values(
+                status=Status.FAILED.value,
+                completed_at=_now(),
+                error=f"{why} on each of its {max_attempts}+ attempts (max_attempts={max_attempts}); "
+                "submit it again to retry",
+                **unclaimed,
+            )
+        )
+    announce(session, requeued + failed)
+    return requeued, failed
+
+
+def _held_by(claim: Generation | None) -> list[Any]:
+    """WHERE clauses true only while `claim` (a snapshot claim() returned) still holds its job."""
+    if claim is None:
+        return []
+    return [
+        GenerationRow.status == Status.PROCESSING.value,
+        GenerationRow.attempts == claim.attempts,
+        GenerationRow.worker_id.is_(None)
+        if claim.worker_id is None
+        else GenerationRow.worker_id == claim.worker_id,
+    ]
+
+
+def _refusal(generation_id: str, claim: Generation | None, current: str, target: Status) -> IllegalTransition:
+    """Why a change was refused: the claim no longer holds the job (re-queued, claimed again, or ended by
+    its new owner), or, without a claim or after a cancellation, the state machine forbids it."""
+    if claim is not None and current != Status.CANCELLED.value:
+        return LeaseLost(generation_id, claim.worker_id, claim.attempts, current)
+    return IllegalTransition(generation_id, current, target.value)
 
 
 def _row(session: Session, generation_id: str, *, refresh: bool = False) -> GenerationRow:

@@ -17,6 +17,8 @@ from postgres_server import PostgresUnavailable, postgres_server
 
 from engine.musicgen.checkpoints import build_random_checkpoint
 
+pytest_plugins = ["pg_testing"]  # the throw-away PostgreSQL `server` fixture
+
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -161,6 +161,9 @@ def test_install_into_a_root_creates_everything_then_doctor_passes(
     assert "PASS generation" in result.stdout and "Ready" in result.stdout
 
     assert (root / "etc/systemd/system/dgx-music.service").read_text() == UNIT.read_text()
+    template = root / "etc/systemd/system/dgx-music-worker@.service"
+    assert template.read_text() == (REPO / "deploy" / "dgx-music-worker@.service").read_text()
+    assert (root / "opt/dgx-music/SCALE-OUT.md").is_file()
     assert (root / "opt/dgx-music/venv").resolve() == Path(sys.prefix).resolve()
     for directory in ("var/lib/dgx-music", "var/lib/dgx-music/huggingface", "var/lib/dgx-music/cache"):
         assert mode(root / directory) == 0o750, directory
@@ -355,3 +358,50 @@ def test_just_generate_passes_the_prompt_as_one_argument() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "dgx-music generate 'lofi beat, it'\\''s warm' --duration 16" in result.stderr
+
+
+# --- the worker template (scale-out) ----------------------------------------------------------------------
+
+WORKER_TEMPLATE = REPO / "deploy" / "dgx-music-worker@.service"
+
+
+def worker_instance(tmp_path: Path) -> Path:
+    """An instance of the template (verify needs an instance name) pointing at an existing binary."""
+    unit = tmp_path / "dgx-music-worker@gpu0.service"
+    unit.write_text(WORKER_TEMPLATE.read_text().replace(SERVICE_BINARY, shutil.which("true") or "/bin/true"))
+    return unit
+
+
+@needs_systemd_analyze
+def test_worker_template_passes_systemd_analyze_verify_without_warnings(tmp_path: Path) -> None:
+    result = verify(worker_instance(tmp_path))
+    assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+
+
+@needs_systemd_analyze
+def test_worker_template_is_as_hardened_as_the_service(tmp_path: Path) -> None:
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", str(worker_instance(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    match = re.search(r"Overall exposure level for \S+: ([\d.]+)", result.stdout)
+    assert match, result.stdout[-2000:] + result.stderr
+    assert float(match.group(1)) <= 2.5, result.stdout
+
+
+def test_worker_template_runs_the_worker_with_health_on_loopback() -> None:
+    unit = directives(WORKER_TEMPLATE)
+    env = dict(item.split("=", 1) for item in unit["Environment"][0].split())
+    assert env["DGX_MUSIC_WORKER_HOST"] == "127.0.0.1" and env["DGX_MUSIC_WORKER_ID"] == "%H-%i"
+    assert unit["EnvironmentFile"] == ["/etc/dgx-music/dgx-music.env", "-/etc/dgx-music/worker-%i.env"]
+    words = unit["ExecStart"][0].split()
+    assert words[0] == SERVICE_BINARY
+    args = [re.sub(r"\$\{(\w+)\}", lambda match: env[match.group(1)], word) for word in words[1:]]
+    command = typer.main.get_command(app)
+    context = command.make_context("dgx-music", list(args), resilient_parsing=False)
+    worker = command.get_command(context, args[0])  # type: ignore[attr-defined]
+    assert worker is not None
+    params = worker.make_context("worker", args[1:], parent=context).params
+    assert (params["host"], params["port"]) == ("127.0.0.1", 8100)

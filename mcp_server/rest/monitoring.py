@@ -36,8 +36,9 @@ async def health(service: Service) -> JSONResponse:
     """Whether jobs can run now, the worker's state, the queue depth, the model and the device."""
     counts = await job_counts(service)
     loaded = service.telemetry.loaded
+    serving = await anyio.to_thread.run_sync(can_serve, service)
     body = Health(
-        status="ok" if can_serve(service) else "unavailable",
+        status="ok" if serving else "unavailable",
         version=__version__,
         worker=service.worker_state,
         queue_depth=counts["pending"],
@@ -52,8 +53,11 @@ async def health(service: Service) -> JSONResponse:
 
 def can_serve(service: JobService) -> bool:
     """Jobs on the default model can run: this worker has loaded it (a client's request for a model that
-    failed to load does not change that: the next default job loads it again), or another process holding
-    worker.lock runs the jobs (standby)."""
+    failed to load does not change that: the next default job loads it again), another process holding
+    worker.lock runs the jobs (standby), or — on a front-end without a worker (`serve --no-worker`) — a
+    worker with a live heartbeat serves the queue."""
+    if service.worker is None:
+        return bool(service.leases.live_workers(within_s=service.settings.lease_s))
     return service.worker_state == "standby" or service.default_model in service.telemetry.ever_loaded
 
 
