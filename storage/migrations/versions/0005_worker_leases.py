@@ -3,8 +3,8 @@
 Plain ADD COLUMN (no batch copy of the table): SQLite adds columns in place, so the FTS triggers of 0003
 stay as they are.
 
-Revision ID: 0005_leases
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-01
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_leases"
+revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None
