@@ -59,7 +59,7 @@ def test_generate_keeps_the_take_in_the_history_and_copies_it(run: Run, tmp_path
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
-        (["generate", "x", "--duration", "0"], ["duration", "[1, 30]"]),
+        (["generate", "x", "--duration", "0"], ["duration", "[1, 300]"]),
         (["generate", "   "], ["prompt", "not blank"]),
         (["generate", "x", "--loudness", "3"], ["loudness_lufs", "[-40, -6]"]),
         (["history", "--status", "done"], ["status"]),
@@ -99,14 +99,14 @@ def test_db_current_and_upgrade(run: Run) -> None:
 
 def test_console_script_fails_in_one_line(tiny_checkpoint: Path, data_home: Path) -> None:
     result = subprocess.run(
-        [DGX_MUSIC, "generate", "a tune", "--duration", "31"],
+        [DGX_MUSIC, "generate", "a tune", "--duration", "301"],
         env=server_env(data_home, tiny_checkpoint),
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 1 and result.stdout == ""
-    assert result.stderr.strip() == "error: duration: duration must be in [1, 30] seconds (got 31.0)"
+    assert result.stderr.strip() == "error: duration: duration must be in [1, 300] seconds (got 301.0)"
 
 
 def test_scripts_get_only_the_path_unwrapped_and_json_on_request(tmp_path: Path) -> None:
