@@ -256,17 +256,32 @@ def history(
     as_json: Annotated[
         bool, typer.Option("--json", help="The jobs as JSON, as job_status returns them.")
     ] = False,
+    family: Annotated[
+        str | None,
+        typer.Option(help="Show the family tree of this job (or id prefix): its root, continuations, ..."),
+    ] = None,
     home: Home = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """The most recent generations, or the best matches for QUERY."""
+    """The most recent generations, or the best matches for QUERY, or one piece's family tree."""
     settings = load_settings(home=home, database_url=database_url)
     setup_logging("WARNING", settings.log_file, stderr=False)
     from mcp_server.service import JobService
 
     with user_errors():
         service = JobService(settings)
-        jobs, _ = anyio.run(service.history, query, status, limit, None)
+        if family is not None:
+            members = anyio.run(service.family, family)
+        else:
+            jobs, _ = anyio.run(service.history, query, status, limit, None)
+    if family is not None:
+        from mcp_server.family import family_tree
+
+        if as_json:
+            _print_result(json.dumps([job.model_dump(mode="json") for job in members], indent=2))
+        else:
+            out.print(family_tree(members, _history_entry), highlight=False, markup=False, soft_wrap=True)
+        return
     if as_json:
         _print_result(json.dumps([job.model_dump(mode="json") for job in jobs], indent=2))
         return
