@@ -133,3 +133,38 @@ def test_a_long_continuation_prompt_is_cut_to_the_window_less_a_second(mono: loa
     with pytest.raises(InvalidRequest, match="source_audio"):
         backend.validate("continue", {"prompt": "x", "duration": 1})
 
+
+def test_greedy_continuation_codes_equal_transformers_generate_with_an_audio_prompt(
+    mono: loading.LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The prompt prefill (one pass over the prompt's codes) and the kept lagging codebooks after it
+    compute exactly what ``generate(input_values=...)`` does."""
+    model = mono.model
+    rate = 32_000
+    t = np.arange(rate) / rate  # 1 s: 50 whole frames, nothing dropped
+    original = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)[None]
+    codes: dict[str, torch.Tensor] = {}
+    backend = MusicgenBackend(mono, max_batch=2, record_codes=codes)
+    params = {"prompt": "carry on", "duration": 1, "top_k": 1, "source_audio": DecodedAudio(original, rate)}
+    _drive(backend, {0: [("continued", backend.validate("continue", params))]})
+
+    handed: list[torch.Tensor] = []
+    real_decode = model.audio_encoder.decode
+
+    def recording_decode(values: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        handed.append(values.clone())
+        return real_decode(values, *args, **kwargs)
+
+    monkeypatch.setattr(model.audio_encoder, "decode", recording_decode)
+    inputs = mono.processor(text=["carry on"], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        model.generate(
+            **inputs,
+            input_values=torch.from_numpy(original)[None],
+            do_sample=False,
+            guidance_scale=3.0,
+            max_new_tokens=50 + model.decoder.num_codebooks - 1,
+        )
+    [expected] = handed
+    assert codes["continued"].shape == (model.decoder.num_codebooks, 100)
+    assert torch.equal(codes["continued"], expected[0, 0])
