@@ -290,7 +290,7 @@ def test_validation_names_the_fields(mono: loading.LoadedModel) -> None:
         backend.validate("separate", {"prompt": "x"})
     capabilities = backend.capabilities
     assert capabilities.family == "musicgen" and capabilities.operations == {"generate", "continue"}
-    assert capabilities.parameters["duration"].maximum == capabilities.max_duration_s == 30
+    assert capabilities.parameters["duration"].maximum == capabilities.max_duration_s == 300
     assert (capabilities.sample_rate, capabilities.channels, capabilities.max_batch) == (32_000, 1, 2)
 
 

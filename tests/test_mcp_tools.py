@@ -75,7 +75,15 @@ async def test_tools_publish_schemas_and_truthful_annotations(client: Client) ->
         "cancel_job",
     }
     generate_schema = tools["generate_music"].input_schema["properties"]
-    assert generate_schema["duration"]["minimum"] == 1 and generate_schema["duration"]["maximum"] == 30
+    assert generate_schema["duration"]["minimum"] == 1 and generate_schema["duration"]["maximum"] == 300
+    assert (generate_schema["context_seconds"]["minimum"], generate_schema["context_seconds"]["maximum"]) == (
+        2,
+        20,
+    )
+    assert "job_id" in generate_schema["continue_from"]["description"]
+    extend_schema = tools["extend_music"].input_schema
+    assert extend_schema["required"] == ["job_id", "seconds"]
+    assert extend_schema["properties"]["seconds"]["maximum"] == 300
     assert generate_schema["variations"]["maximum"] == 4 and generate_schema["wait_seconds"]["maximum"] == 300
     assert tools["generate_music"].input_schema["required"] == ["prompt"]
     assert "jobs" in tools["generate_music"].output_schema["properties"]  # type: ignore[index]
