@@ -7,10 +7,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine import memory
-from engine.backend import GenerationResult, StepReport, run_to_completion
+from engine.backend import Backend, GenerationResult, StepReport, run_to_completion
 from engine.errors import EngineError
 from engine.models import resolve_model_id
 from engine.request import GenerationRequest
@@ -152,7 +152,8 @@ class MusicEngine:
                 ]
             else:
                 requests_left = list(zip(ids, requests, strict=True))
-            outcomes = run_to_completion(self.core, requests_left, each_step)
+            core: Backend[Any] = self.core  # both MusicGen backends take a GenerationRequest
+            outcomes = run_to_completion(core, requests_left, each_step)
         results: list[GenerationResult | None] = []
         for request_id in ids:
             outcome = outcomes.get(request_id)

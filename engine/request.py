@@ -43,13 +43,14 @@ def _number(value: float) -> str:
 
 
 BOUNDS: dict[str, Bound] = {
-    "duration": Bound(1, 30, unit=" seconds"),
+    "duration": Bound(1, 300, unit=" seconds"),
     "seed": Bound(0, 2**32 - 1),
     "temperature": Bound(0, 2, low_open=True),
     "top_k": Bound(0, 2048),
     "top_p": Bound(0, 1),
     "guidance_scale": Bound(0, 10),
     "loudness_lufs": Bound(-40, -6, unit=" LUFS"),
+    "context_seconds": Bound(2, 20, unit=" seconds"),
 }
 
 
@@ -65,7 +66,11 @@ class GenerationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_add_bounds_to_schema)
 
     prompt: str = Field(description="What the music should sound like.")
-    duration: float = Field(default=10.0, description="Length of the piece in seconds.")
+    duration: float = Field(
+        default=10.0,
+        description="Length of the piece in seconds (MusicGen: up to 300, in 30 s windows; melody "
+        "checkpoints up to 30). When continuing audio: the seconds added after it.",
+    )
     seed: int | None = Field(
         default=None, description="Random seed; the same seed and parameters give the same audio."
     )
@@ -79,6 +84,11 @@ class GenerationRequest(BaseModel):
     loudness_lufs: float | None = Field(
         default=-14.0,
         description="Integrated loudness target of the result; null leaves the level as generated.",
+    )
+    context_seconds: float = Field(
+        default=10.0,
+        description="Pieces longer than one 30 s window: seconds of the piece so far (2-20) that prompt each "
+        "next window. More keeps the music more coherent, less generates more per window (faster).",
     )
 
     @field_validator("prompt")
@@ -133,16 +143,37 @@ def request_parameters() -> dict[str, Parameter]:
     return parameters
 
 
-def validate_generation(operation: str, params: Mapping[str, Any]) -> GenerationRequest:
-    """``params`` as a ``GenerationRequest`` for the ``generate`` operation; ``InvalidRequest`` naming every
-    field at fault otherwise."""
+def validate_generation(
+    operation: str,
+    params: Mapping[str, Any],
+    *,
+    operations: tuple[str, ...] = ("generate",),
+    max_duration_s: float | None = None,
+) -> GenerationRequest:
+    """``params`` as a ``GenerationRequest`` for one of ``operations``; ``InvalidRequest`` naming every
+    field at fault otherwise (``duration`` beyond ``max_duration_s``, the model's limit, included)."""
     from engine.backend import FieldError, InvalidRequest
 
-    if operation != "generate":
+    if operation not in operations:
         raise InvalidRequest(
-            [FieldError("operation", f"{operation!r} is not supported; this model does generate")]
+            [
+                FieldError(
+                    "operation", f"{operation!r} is not supported; this model does {', '.join(operations)}"
+                )
+            ]
         )
     try:
-        return GenerationRequest(**params)
+        request = GenerationRequest(**params)
     except ValidationError as error:
         raise InvalidRequest([FieldError(name, message) for name, message in field_errors(error)]) from None
+    if max_duration_s is not None and request.duration > max_duration_s:
+        raise InvalidRequest(
+            [
+                FieldError(
+                    "duration",
+                    f"must be at most {_number(max_duration_s)} seconds for this model (got "
+                    f"{request.duration:g}); ask for less, or use a model that decodes longer pieces",
+                )
+            ]
+        )
+    return request

@@ -214,7 +214,9 @@ def worker(
 @app.command()
 def generate(
     prompt: Annotated[str, typer.Argument(help="What the music should sound like.")],
-    duration: Annotated[float, typer.Option("--duration", "-d", help="Seconds, 1-30.")] = 10.0,
+    duration: Annotated[
+        float, typer.Option("--duration", "-d", help="Seconds, 1-300 (melody checkpoints 1-30).")
+    ] = 10.0,
     seed: Annotated[int | None, typer.Option(help="Seed for a reproducible result.")] = None,
     model: Model = None,
     out_file: Annotated[Path | None, typer.Option("--out", "-o", help="Also copy the WAV here.")] = None,
@@ -324,17 +326,32 @@ def history(
     as_json: Annotated[
         bool, typer.Option("--json", help="The jobs as JSON, as job_status returns them.")
     ] = False,
+    family: Annotated[
+        str | None,
+        typer.Option(help="Show the family tree of this job (or id prefix): its root, continuations, ..."),
+    ] = None,
     home: Home = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """The most recent generations, or the best matches for QUERY."""
+    """The most recent generations, or the best matches for QUERY, or one piece's family tree."""
     settings = load_settings(home=home, database_url=database_url)
     setup_logging("WARNING", settings.log_file, stderr=False)
     from mcp_server.service import JobService
 
     with user_errors():
         service = JobService(settings)
-        jobs, _ = anyio.run(service.history, query, status, limit, None)
+        if family is not None:
+            members = anyio.run(service.family, family)
+        else:
+            jobs, _ = anyio.run(service.history, query, status, limit, None)
+    if family is not None:
+        from mcp_server.family import family_tree
+
+        if as_json:
+            _print_result(json.dumps([job.model_dump(mode="json") for job in members], indent=2))
+        else:
+            out.print(family_tree(members, _history_entry), highlight=False, markup=False, soft_wrap=True)
+        return
     if as_json:
         _print_result(json.dumps([job.model_dump(mode="json") for job in jobs], indent=2))
         return

@@ -58,6 +58,23 @@ TopK = Annotated[int, _request_field("top_k")]
 TopP = Annotated[float, _request_field("top_p")]
 GuidanceScale = Annotated[float, _request_field("guidance_scale")]
 LoudnessLufs = Annotated[float | None, _request_field("loudness_lufs")]
+ContextSeconds = Annotated[float, _request_field("context_seconds")]
+ContinueFrom = Annotated[
+    str | None,
+    Field(
+        min_length=1,
+        max_length=14_000_000,
+        description="Audio to continue: a completed job_id, a file under the server's input directories "
+        "(DGX_MUSIC_INPUT_DIRS, default DGX_MUSIC_HOME/inputs and /sessions), or inline base64 WAV/FLAC "
+        "(at most 10 MiB). duration then means seconds added; the result is the whole piece (the "
+        "original kept exactly up to the join). Sources longer than 29 s are used from their last 29 s. "
+        "null = a new piece.",
+    ),
+]
+ExtendSeconds = Annotated[
+    float,
+    Field(ge=1, le=300, description="Seconds to add after the end of the job's audio (1-300)."),
+]
 Variations = Annotated[
     int,
     Field(ge=1, le=4, description="How many takes of the prompt (1-4); take i uses seed + i when seeded."),
@@ -130,6 +147,17 @@ class JobParams(BaseModel):
     loudness_lufs: float | None = Field(
         description="Requested integrated loudness target; null = as generated."
     )
+    context_seconds: float = Field(10.0, description="Context that prompts each next 30 s window.")
+
+
+class LineageInfo(BaseModel):
+    """How a job was derived: from text alone (generate), or continuing a job or an input file."""
+
+    operation: str = Field(description="generate, continue, melody, edit, stems or remix.")
+    parent_id: str | None = Field(description="The job this one continues or was derived from.")
+    source_job_id: str | None = Field(description="The job whose audio conditioned this one.")
+    source_file_name: str | None = Field(description="The input file that conditioned this one.")
+    source_file_sha256: str | None
 
 
 class AudioInfo(BaseModel):
@@ -163,6 +191,8 @@ class Job(BaseModel):
         "decoding, decoding audio; null once it has ended.",
     )
     audio: AudioInfo | None = Field(description="The result; present once status is completed.")
+    lineage: LineageInfo | None = Field(None, description="How the job was derived.")
+    note: str | None = Field(None, description="Something about the result to know (e.g. a trimmed source).")
 
 
 class GenerateResult(BaseModel):
@@ -202,7 +232,7 @@ def job_from_generation(
         progress=1.0 if status == "completed" else progress,
         queue_position=queue_position if status == "pending" else None,
         prompt=generation.prompt,
-        params=JobParams(**generation.params),
+        params=JobParams(**generation.params, **_context(generation)),
         model=generation.model_name,
         created_at=generation.created_at,
         started_at=generation.started_at,
@@ -210,4 +240,22 @@ def job_from_generation(
         error=generation.error,
         stage=stage,
         audio=audio_info(generation.id, home, generation),
+        lineage=_lineage(generation),
+        note=(generation.metadata or {}).get("note"),
+    )
+
+
+def _context(generation: Any) -> dict[str, Any]:
+    context = (generation.metadata or {}).get("context_seconds")
+    return {} if context is None else {"context_seconds": context}
+
+
+def _lineage(generation: Any) -> LineageInfo:
+    lineage = generation.lineage
+    return LineageInfo(
+        operation=str(lineage.operation),
+        parent_id=lineage.parent_id,
+        source_job_id=lineage.source_job_id,
+        source_file_name=lineage.source_file_name,
+        source_file_sha256=lineage.source_file_sha256,
     )

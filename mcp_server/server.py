@@ -27,8 +27,11 @@ from mcp_server.schemas import (
     TERMINAL,
     Arrangement,
     Bpm,
+    ContextSeconds,
+    ContinueFrom,
     Cursor,
     Duration,
+    ExtendSeconds,
     GapSeconds,
     GenerateResult,
     GuidanceScale,
@@ -89,8 +92,14 @@ def build_server(service: JobService, studio_url: str | None = None) -> MCPServe
         loudness_lufs: LoudnessLufs = REQUEST_DEFAULTS["loudness_lufs"],
         model: ModelName = None,
         wait_seconds: WaitSeconds = 45,
+        continue_from: ContinueFrom = None,
+        context_seconds: ContextSeconds = REQUEST_DEFAULTS["context_seconds"],
     ) -> Annotated[CallToolResult, GenerateResult]:
         """Generate instrumental music from a text description; one WAV per variation.
+
+        Pieces up to 300 s are made in 30 s windows, each prompted with the last context_seconds of the
+        piece so far. continue_from continues audio (a job_id, an input file or base64 WAV/FLAC): duration
+        is then the seconds added and the result is the whole piece.
 
         Describe genre, instruments, mood and tempo, e.g. "lo-fi hip hop beat, mellow piano, 80 bpm".
         Jobs are queued at once and this call waits up to wait_seconds (default 45; keep it under your
@@ -113,8 +122,35 @@ def build_server(service: JobService, studio_url: str | None = None) -> MCPServe
                 top_p=top_p,
                 guidance_scale=guidance_scale,
                 loudness_lufs=loudness_lufs,
+                context_seconds=context_seconds,
             )
-            queued = await service.submit(requests, model)
+            source = await service.source(continue_from)
+            queued = await service.submit(requests, model, continue_from=source)
+            jobs = await service.wait([job.job_id for job in queued], wait_seconds, _reporter(ctx, service))
+        return _result(GenerateResult(jobs=jobs), jobs, studio_url, waited=True)
+
+    @app.tool(title="Extend music", annotations=CREATES)
+    async def extend_music(
+        job_id: JobId,
+        seconds: ExtendSeconds,
+        ctx: Context,
+        prompt: Annotated[
+            str | None,
+            Field(
+                min_length=1,
+                max_length=2000,
+                pattern=r"\S",
+                description="What the added part should sound like; null = the job's own prompt.",
+            ),
+        ] = None,
+        wait_seconds: WaitSeconds = 45,
+    ) -> Annotated[CallToolResult, GenerateResult]:
+        """Continue a completed job's audio by `seconds`: a new job holding the whole, longer piece (the
+        original kept exactly up to the join), with the job as its parent. Same model and parameters as the
+        job unless the prompt is given."""
+        with _tool_errors():
+            job, requests, source = await service.extension(job_id, seconds, prompt)
+            queued = await service.submit(requests, job.model, continue_from=source)
             jobs = await service.wait([job.job_id for job in queued], wait_seconds, _reporter(ctx, service))
         return _result(GenerateResult(jobs=jobs), jobs, studio_url, waited=True)
 

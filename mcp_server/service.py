@@ -25,12 +25,22 @@ from pydantic import ValidationError
 
 from engine import GenerationRequest, resolve_model_id
 from engine.models import looks_like_path
+from mcp_server.conditioning_sources import CONTEXT_KEY, SOURCE_KEY, Source, SourceError, resolve_source
 from mcp_server.config import Settings, describe_validation_error
 from mcp_server.notify import Relay, uses_notify
 from mcp_server.schemas import TERMINAL, Job, job_from_generation
 from mcp_server.telemetry import Telemetry
 from mcp_server.worker import Worker
-from storage import AmbiguousId, Generation, IllegalTransition, NotFound, QueueFull, StorageError, Store
+from storage import (
+    AmbiguousId,
+    Generation,
+    IllegalTransition,
+    NotFound,
+    Operation,
+    QueueFull,
+    StorageError,
+    Store,
+)
 from storage.leases import Leases
 
 log = logging.getLogger(__name__)
@@ -156,10 +166,37 @@ class JobService:
             return [base] * variations
         return [base.model_copy(update={"seed": (base.seed + i) % SEED_SPACE}) for i in range(variations)]
 
+    async def source(self, value: str | None, argument: str = "continue_from") -> Source | None:
+        """The audio ``value`` names (a completed job, an allowed file, inline base64), checked now so that
+        a bad one is refused before anything is queued."""
+        if value is None:
+            return None
+        try:
+            return await _in_thread(resolve_source, value, argument, self.settings, self.store)
+        except SourceError as error:
+            raise ServiceError(str(error)) from None
+
+    async def extension(
+        self, job_id: str, seconds: float, prompt: str | None
+    ) -> tuple[Job, list[GenerationRequest], Source]:
+        """What extending ``job_id`` by ``seconds`` queues: the job, its request (its own parameters and,
+        without ``prompt``, its prompt; a fresh seed) and the job's audio as the source."""
+        source = await self.source(job_id, "job_id")
+        assert source is not None and source.job_id is not None
+        job = await self.job(source.job_id)
+        params = job.params.model_dump() | {"duration": seconds, "seed": None}
+        return job, self.build_requests(1, prompt=prompt or job.prompt, **params), source
+
     async def submit(
-        self, requests: list[GenerationRequest], model: str | None = None, *, local_paths: bool = False
+        self,
+        requests: list[GenerationRequest],
+        model: str | None = None,
+        *,
+        local_paths: bool = False,
+        continue_from: Source | None = None,
     ) -> list[Job]:
-        """Queue one job per request; they are ``pending`` when this returns.
+        """Queue one job per request; they are ``pending`` when this returns. With ``continue_from`` each
+        continues that audio (``duration`` seconds are added) and records it as its lineage.
 
         ``local_paths`` lets ``model`` name a checkpoint directory: for the operator (the CLI), never for MCP
         clients.
@@ -171,21 +208,33 @@ class JobService:
                 "model: local paths are not accepted from clients; give an alias (small, medium, large, "
                 "melody, stereo-small, ...) or a hub id, or start the server with DGX_MUSIC_MODEL=<path>"
             )
-        generations = await _in_thread(self._create, requests, model_id)
+        generations = await _in_thread(self._create, requests, model_id, continue_from)
         if self.worker is not None:
             self.worker.wake()
         return [await self.job(generation.id) for generation in generations]
 
-    def _create(self, requests: list[GenerationRequest], model_id: str) -> list[Generation]:
+    def _create(
+        self, requests: list[GenerationRequest], model_id: str, source: Source | None = None
+    ) -> list[Generation]:
         limit = self.settings.max_queue
         if len(requests) > limit:
             raise QueueFullError(
                 f"variations: {len(requests)} is more than the queue holds "
                 f"({limit}, set by DGX_MUSIC_MAX_QUEUE); ask for fewer variations"
             )
-        jobs = [(request.prompt, request.model_dump(exclude={"prompt"})) for request in requests]
+        jobs = [(request.prompt, request.model_dump(exclude={"prompt", CONTEXT_KEY})) for request in requests]
+        metadata: dict[str, Any] = {CONTEXT_KEY: requests[0].context_seconds} if requests else {}
+        lineages = None
+        if source is not None:
+            metadata[SOURCE_KEY] = str(source.path)
+            note = source.note()
+            if note:
+                metadata["note"] = note
+            lineages = [source.lineage(Operation.CONTINUE)] * len(requests)
         try:
-            return self.store.create_many(model_id, jobs, max_pending=limit)
+            return self.store.create_many(
+                model_id, jobs, max_pending=limit, metadata=metadata, lineages=lineages
+            )
         except QueueFull as full:
             raise QueueFullError(
                 f"the queue is full ({full.pending} pending, limit {limit} set by DGX_MUSIC_MAX_QUEUE); "
@@ -317,6 +366,13 @@ class JobService:
         except ValueError as exc:  # a malformed cursor or FTS query; storage says which
             raise ServiceError(str(exc)) from None
         return [self._to_job(generation) for generation in page.items], page.next_cursor
+
+    async def family(self, job_id: str) -> list[Job]:
+        """The family of the job ``job_id`` (or prefix) belongs to: its root and every descendant, each
+        parent before its children (``Job.lineage.parent_id`` links them)."""
+        job = await self.job(job_id)
+        members = await _in_thread(self.store.family, job.job_id)
+        return [await _in_thread(self._to_job, member) for member in members]
 
     async def audio(self, job_id: str) -> bytes:
         """The WAV bytes of a completed job, checked against the sha256 recorded when it was written."""

@@ -44,6 +44,7 @@ from typing import IO, TYPE_CHECKING, Any
 from sqlalchemy.exc import DBAPIError
 
 from engine.models import resolve_model_id
+from mcp_server.conditioning_sources import engine_call
 from mcp_server.config import Settings
 from mcp_server.telemetry import Telemetry
 from storage import Generation, IllegalTransition, LeaseLost, Store
@@ -257,9 +258,7 @@ class Worker:
             if poll and room > 0 and not resident.draining:
                 for generation in self._claim(model_id, room):
                     try:
-                        request = core.validate(
-                            "generate", {"prompt": generation.prompt, **generation.params}
-                        )
+                        request = core.validate(*engine_call(generation))
                     except InvalidRequest as error:
                         self._fail(generation.id, str(error), generation)
                         continue

@@ -59,7 +59,7 @@ def test_generate_keeps_the_take_in_the_history_and_copies_it(run: Run, tmp_path
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
-        (["generate", "x", "--duration", "0"], ["duration", "[1, 30]"]),
+        (["generate", "x", "--duration", "0"], ["duration", "[1, 300]"]),
         (["generate", "   "], ["prompt", "not blank"]),
         (["generate", "x", "--loudness", "3"], ["loudness_lufs", "[-40, -6]"]),
         (["history", "--status", "done"], ["status"]),
@@ -99,14 +99,14 @@ def test_db_current_and_upgrade(run: Run) -> None:
 
 def test_console_script_fails_in_one_line(tiny_checkpoint: Path, data_home: Path) -> None:
     result = subprocess.run(
-        [DGX_MUSIC, "generate", "a tune", "--duration", "31"],
+        [DGX_MUSIC, "generate", "a tune", "--duration", "301"],
         env=server_env(data_home, tiny_checkpoint),
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 1 and result.stdout == ""
-    assert result.stderr.strip() == "error: duration: duration must be in [1, 30] seconds (got 31.0)"
+    assert result.stderr.strip() == "error: duration: duration must be in [1, 300] seconds (got 301.0)"
 
 
 def test_scripts_get_only_the_path_unwrapped_and_json_on_request(tmp_path: Path) -> None:
@@ -175,3 +175,28 @@ def test_export_writes_an_ardour_session_from_short_ids(run: Run, data_home: Pat
 
     one_line_error(run("export", "0000000000", "--name", "x"), "0000000000", "not found")
     one_line_error(run("export", ids[0][:7], "--name", "x"), "not found", "8+")
+
+
+def test_history_family_shows_a_pieces_tree(run: Run, data_home: Path) -> None:
+    from storage import Lineage, Operation, Store
+
+    store = Store(data_home, None)
+    params = {"seed": 1, "temperature": 1.0, "top_k": 250, "top_p": 0.0, "guidance_scale": 3.0}
+    params["loudness_lufs"] = -14.0
+    root = store.create("the first riff", "tiny", {"duration": 5.0, **params})
+    continued = Lineage(Operation.CONTINUE, parent_id=root.id)
+    child = store.create("the first riff", "tiny", {"duration": 10.0, **params}, lineage=continued)
+    grandchild = store.create(
+        "a coda", "tiny", {"duration": 4.0, **params}, lineage=Lineage(Operation.CONTINUE, parent_id=child.id)
+    )
+    store.create("unrelated", "tiny", {"duration": 1.0, **params})
+    result = run("history", "--family", grandchild.id[:8])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    headers = [line for line in lines if "pending" in line]
+    assert len(headers) == 3 and "unrelated" not in result.stdout
+    assert headers[0].startswith(root.id[:8])
+    assert headers[1].startswith(f"    continue of {root.id[:8]}: {child.id[:8]}")
+    assert headers[2].startswith(f"        continue of {child.id[:8]}: {grandchild.id[:8]}")
+    as_json = json.loads(run("history", "--family", root.id, "--json").stdout)
+    assert [job["lineage"]["parent_id"] for job in as_json] == [None, root.id, child.id]

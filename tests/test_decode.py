@@ -283,14 +283,14 @@ def test_memory_budget_makes_requests_wait_or_refuses_what_never_fits(mono: load
 def test_validation_names_the_fields(mono: loading.LoadedModel) -> None:
     backend = MusicgenBackend(mono, max_batch=2)
     with pytest.raises(InvalidRequest) as raised:
-        backend.validate("generate", {"prompt": "x", "duration": 45, "top_k": -1})
+        backend.validate("generate", {"prompt": "x", "duration": 400, "top_k": -1})
     assert [error.field for error in raised.value.errors] == ["duration", "top_k"]
-    assert "duration: must be in [1, 30] seconds (got 45" in str(raised.value)
+    assert "duration: must be in [1, 300] seconds (got 400" in str(raised.value)
     with pytest.raises(InvalidRequest, match="operation: 'separate' is not supported"):
         backend.validate("separate", {"prompt": "x"})
     capabilities = backend.capabilities
-    assert capabilities.family == "musicgen" and capabilities.operations == {"generate"}
-    assert capabilities.parameters["duration"].maximum == capabilities.max_duration_s == 30
+    assert capabilities.family == "musicgen" and capabilities.operations == {"generate", "continue"}
+    assert capabilities.parameters["duration"].maximum == capabilities.max_duration_s == 300
     assert (capabilities.sample_rate, capabilities.channels, capabilities.max_batch) == (32_000, 1, 2)
 
 

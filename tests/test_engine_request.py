@@ -11,10 +11,12 @@ INVALID = [
     ("prompt", "", "1 to 2,000 characters"),
     ("prompt", "   \n", "not blank"),
     ("prompt", "x" * 2001, "1 to 2,000 characters"),
-    ("duration", 0, "[1, 30] seconds"),
-    ("duration", 0.99, "[1, 30] seconds"),
-    ("duration", 30.01, "[1, 30] seconds"),
-    ("duration", float("nan"), "[1, 30] seconds"),
+    ("duration", 0, "[1, 300] seconds"),
+    ("duration", 0.99, "[1, 300] seconds"),
+    ("duration", 300.01, "[1, 300] seconds"),
+    ("duration", float("nan"), "[1, 300] seconds"),
+    ("context_seconds", 1.5, "[2, 20] seconds"),
+    ("context_seconds", 20.5, "[2, 20] seconds"),
     ("seed", -1, "[0, 4294967295]"),
     ("seed", 2**32, "[0, 4294967295]"),
     ("temperature", 0, "(0, 2]"),
@@ -68,7 +70,7 @@ def test_defaults_and_unknown_fields() -> None:
 
 def test_json_schema_carries_the_bounds() -> None:
     properties = GenerationRequest.model_json_schema()["properties"]
-    assert (properties["duration"]["minimum"], properties["duration"]["maximum"]) == (1, 30)
+    assert (properties["duration"]["minimum"], properties["duration"]["maximum"]) == (1, 300)
     assert properties["temperature"]["exclusiveMinimum"] == 0
     assert properties["prompt"]["maxLength"] == 2000
 

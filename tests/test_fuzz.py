@@ -43,6 +43,7 @@ STDIO_CASES = 25
 MAX_QUEUE = 3  # generation is fuzzed too: a tiny queue keeps it cheap, and "queue is full" is a tool error
 RESULT_MODELS: dict[str, type[BaseModel]] = {
     "generate_music": GenerateResult,
+    "extend_music": GenerateResult,
     "job_status": Job,
     "cancel_job": Job,
     "list_history": HistoryPage,
@@ -51,6 +52,7 @@ RESULT_MODELS: dict[str, type[BaseModel]] = {
 
 REQUIRED = {
     "generate_music": ["prompt"],
+    "extend_music": ["job_id", "seconds"],
     "job_status": ["job_id"],
     "cancel_job": ["job_id"],
     "list_history": [],
@@ -138,7 +140,14 @@ def valid_arguments() -> dict[str, dict[str, st.SearchStrategy[Any]]]:
             "guidance_scale": st.sampled_from([0.0, 10.0]),
             "variations": st.sampled_from([1, 4]),
             "loudness_lufs": st.sampled_from([None, -40, -6]),
+            "context_seconds": st.sampled_from([2, 20]),
+            "continue_from": st.one_of(st.sampled_from([None, "missing.wav", "../x.wav"]), known_ids),
             "model": st.sampled_from([None, "no-such/model", "/nonexistent"]),  # fail in the worker
+        },
+        "extend_music": {
+            "job_id": job_ids,
+            "seconds": st.sampled_from([1, 1.5]),
+            "prompt": st.sampled_from([None, "more of it", "a" * 2000]),
         },
         "job_status": {"job_id": job_ids, "wait_seconds": st.floats(0, 0.2)},
         "list_history": {
@@ -162,7 +171,10 @@ def valid_arguments() -> dict[str, dict[str, st.SearchStrategy[Any]]]:
 # Just outside each documented range.
 EDGES: dict[str, list[Any]] = {
     "prompt": ["a" * 2001, "", " \n\t"],
-    "duration": [0.999, 30.001],
+    "duration": [0.999, 300.001],
+    "context_seconds": [1.999, 20.001],
+    "seconds": [0.999, 300.001],
+    "continue_from": ["", "../../etc/passwd", "data:audio/wav;base64,AAAA"],
     "seed": [2**32, -1],
     "temperature": [0.0, 2.0001],
     "top_k": [2049, -1],
@@ -256,7 +268,7 @@ async def fuzz_call(
     session: Session, client: Client, tool: str, arguments: dict[str, Any], with_progress: bool
 ) -> None:
     arguments = {name: session.known.resolve(value) for name, value in arguments.items()}
-    if tool == "generate_music":
+    if tool in ("generate_music", "extend_music"):
         arguments = {**arguments, "wait_seconds": 0}
     seen: list[float] = []
 
@@ -274,7 +286,7 @@ async def fuzz_call(
         return
     session.tally[f"{tool} ok"] += 1
     RESULT_MODELS[tool].model_validate(result.structured_content)
-    if tool == "generate_music":
+    if tool in ("generate_music", "extend_music"):
         # Keep the worker idle: the fuzzer is testing the door, not the engine.
         for job in structured(result)["jobs"]:
             session.known.ids.append(job["job_id"])

@@ -66,9 +66,24 @@ async def wait_until(client: Client, job_id: str, status: str, timeout: float = 
 
 async def test_tools_publish_schemas_and_truthful_annotations(client: Client) -> None:
     tools = {tool.name: tool for tool in (await client.list_tools()).tools}
-    assert set(tools) == {"generate_music", "job_status", "list_history", "export_to_ardour", "cancel_job"}
+    assert set(tools) == {
+        "generate_music",
+        "extend_music",
+        "job_status",
+        "list_history",
+        "export_to_ardour",
+        "cancel_job",
+    }
     generate_schema = tools["generate_music"].input_schema["properties"]
-    assert generate_schema["duration"]["minimum"] == 1 and generate_schema["duration"]["maximum"] == 30
+    assert generate_schema["duration"]["minimum"] == 1 and generate_schema["duration"]["maximum"] == 300
+    assert (generate_schema["context_seconds"]["minimum"], generate_schema["context_seconds"]["maximum"]) == (
+        2,
+        20,
+    )
+    assert "job_id" in generate_schema["continue_from"]["description"]
+    extend_schema = tools["extend_music"].input_schema
+    assert extend_schema["required"] == ["job_id", "seconds"]
+    assert extend_schema["properties"]["seconds"]["maximum"] == 300
     assert generate_schema["variations"]["maximum"] == 4 and generate_schema["wait_seconds"]["maximum"] == 300
     assert tools["generate_music"].input_schema["required"] == ["prompt"]
     assert "jobs" in tools["generate_music"].output_schema["properties"]  # type: ignore[index]
@@ -233,8 +248,8 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], list[str]]] = [
     ("generate_music", {"prompt": "   "}, ["prompt", "not blank"]),
     ("generate_music", {"prompt": ""}, ["prompt", "1-2,000 characters"]),
     ("generate_music", {"prompt": "x" * 2001}, ["prompt", "2,000"]),
-    ("generate_music", {"prompt": "ok", "duration": 0}, ["duration", "[1, 30]"]),
-    ("generate_music", {"prompt": "ok", "duration": 31}, ["duration", "[1, 30]"]),
+    ("generate_music", {"prompt": "ok", "duration": 0}, ["duration", "[1, 300]"]),
+    ("generate_music", {"prompt": "ok", "duration": 301}, ["duration", "[1, 300]"]),
     ("generate_music", {"prompt": "ok", "duration": "long"}, ["duration", "number"]),
     ("generate_music", {"prompt": "ok", "temperature": 0}, ["temperature", "(0, 2]"]),
     ("generate_music", {"prompt": "ok", "top_k": -1}, ["top_k", "[0, 2048]"]),
@@ -311,7 +326,7 @@ async def test_every_bad_argument_of_a_call_is_reported_at_once(client: Client) 
     assert text.startswith("generate_music: 10 invalid arguments, nothing was done: "), text
     for expected in (
         "prompt must be 1-2,000 characters and not blank (got 3 characters)",
-        "duration must be in [1, 30] seconds (got 0)",
+        "duration must be in [1, 300] seconds (got 0)",
         "temperature must be in (0, 2] (got 0)",
         "top_k must be in [0, 2048] (got -1)",
         "top_p must be in [0, 1] (got 2)",

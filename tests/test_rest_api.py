@@ -245,7 +245,7 @@ def test_openapi_and_docs(server: str) -> None:
     ):
         assert path in spec["paths"], path
     duration = spec["components"]["schemas"]["GenerateRequest"]["properties"]["duration"]
-    assert (duration["minimum"], duration["maximum"]) == (1, 30)  # the engine's bounds, as MCP shows them
+    assert (duration["minimum"], duration["maximum"]) == (1, 300)  # the engine's bounds, as MCP shows them
     assert "Problem" in spec["components"]["schemas"]
     assert httpx.get(f"{server}/docs", timeout=30).status_code == 200
 
@@ -338,3 +338,25 @@ async def test_tool_results_carry_what_an_agent_needs_in_their_text(server: str)
     assert first_line in history
     studio = httpx.get(f"{server}/", timeout=30)
     assert studio.status_code == 200 and "DGX Music" in studio.text
+
+
+def test_extend_a_job_and_continue_from_over_the_same_service(server: str) -> None:
+    parent = completed(server, "rest riff to extend", duration=2, seed=5)
+    response = httpx.post(f"{server}/api/v1/jobs/{parent['job_id']}/extend", json={"seconds": 1}, timeout=30)
+    assert response.status_code == 202, response.text
+    [child] = response.json()["jobs"]
+    assert child["lineage"] == {
+        "operation": "continue",
+        "parent_id": parent["job_id"],
+        "source_job_id": parent["job_id"],
+        "source_file_name": None,
+        "source_file_sha256": None,
+    }
+    done = httpx.get(f"{server}/api/v1/jobs/{child['job_id']}", params={"wait": 120}, timeout=150).json()
+    assert done["status"] == "completed" and done["audio"]["duration_s"] == pytest.approx(3.0)
+    refused = httpx.post(
+        f"{server}/api/v1/generate",
+        json={"prompt": "x", "duration": 1, "continue_from": "no-such-job"},
+        timeout=30,
+    )
+    assert refused.status_code in (404, 422) and "continue_from" in refused.text

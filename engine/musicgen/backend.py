@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from engine import memory
@@ -30,18 +31,21 @@ from engine.backend import (
     Admission,
     Backend,
     Decision,
+    FieldError,
+    InvalidRequest,
     Outcome,
     Progress,
     StepReport,
 )
+from engine.conditioning import DecodedAudio, PreparedAudio, prepare_audio
 from engine.loading import dtype_name
+from engine.musicgen.continuation import encode_prompt, frame_samples, splice
 from engine.musicgen.decode import (
     LENGTH_BUCKET,
     TEXT_BUCKET,
     CudaGraphs,
     DecodeState,
     DecodeStep,
-    Plan,
     decode_audio,
     encode_text,
     round_up,
@@ -50,6 +54,14 @@ from engine.musicgen.decode import (
 from engine.musicgen.kv_cache import CacheShape
 from engine.musicgen.loading import LoadedModel, capabilities
 from engine.musicgen.memory import HEADROOM, SlotGeometry
+from engine.musicgen.piece import decode_piece
+from engine.musicgen.windows import (
+    MAX_PIECE_SECONDS,
+    MAX_PROMPT_SECONDS,
+    WINDOW_SECONDS,
+    WindowPlan,
+    plan_piece,
+)
 from engine.request import GenerationRequest, validate_generation
 from engine.results import audio_outcome, non_finite_message
 
@@ -59,19 +71,42 @@ SEED_SPACE = 2**32
 CUDA_TEXT_TOKENS = 256  # text room allocated up front on CUDA (prompts of ~1,000 characters)
 
 
+@dataclass(frozen=True)
+class Continuation:
+    """A ``continue`` request: generate ``request.duration`` seconds after ``prompt`` (the user's audio at
+    the model's rate and channels, cut to its last ``MAX_PROMPT_SECONDS``)."""
+
+    request: GenerationRequest
+    prompt: PreparedAudio
+
+
+MusicgenRequest = GenerationRequest | Continuation
+
+
 @dataclass
 class _Row:
-    """A held request: where it decodes, how far it is, and its codes once its last step is launched."""
+    """A held request: where it decodes, how far it is, and its codes once its last step is launched.
+
+    A piece longer than one window decodes its windows one after another in the same slot: when a window's
+    last step is launched its new codes join ``piece`` and the slot restarts, prompted with the piece's
+    last context frames (``WindowPlan``), while the other slots carry on."""
 
     request_id: str
     request: GenerationRequest
-    plan: Plan
+    windows: WindowPlan
+    samples: int  # audio samples generated (added, for a continuation)
     seed: int
     generator: torch.Generator
     slot: int | None  # None once its last step is launched (the slot is free again)
     admitted_at: float
-    launched: int = 0  # steps handed to the device
-    done: int = 0  # steps the device has finished
+    piece: torch.Tensor  # (codebooks, frames) so far: a continuation's prompt codes, then every window's
+    continuation: Continuation | None = None
+    prompt_samples: int = 0  # samples the prompt codes encode (the end of the continuation's audio)
+    window: int = 0  # index of the window decoding now
+    position: int = 0  # the slot's position in its window
+    in_window: int = 0  # steps of the current window handed to the device
+    launched: int = 0  # steps handed to the device, over all windows
+    done: int = 0  # steps the device has finished, over all windows
     codes: torch.Tensor | None = None
     nonfinite: torch.Tensor | None = None
 
@@ -85,7 +120,7 @@ class _Launch:
     finishing: list[_Row] = field(default_factory=list)
 
 
-class MusicgenBackend(Backend[GenerationRequest]):
+class MusicgenBackend(Backend[MusicgenRequest]):
     """Continuous batching of MusicGen requests on one loaded checkpoint."""
 
     def __init__(
@@ -111,7 +146,14 @@ class MusicgenBackend(Backend[GenerationRequest]):
         self._geometry = SlotGeometry.of(model)
         self._free_bytes = free_bytes
         self._record_codes = record_codes
-        self.capabilities = capabilities(loaded, max_batch)
+        self.capabilities = capabilities(
+            loaded,
+            max_batch,
+            max_duration_s=MAX_PIECE_SECONDS,
+            operations=frozenset({"generate", "continue"}),
+        )
+        self._frame_samples = frame_samples(model)
+        self._delay_tail = model.decoder.num_codebooks // model.config.decoder.audio_channels - 1
         self._step = DecodeStep(model)
         self._cuda = self._device.type == "cuda"
         self._graphs = CudaGraphs(self._step) if self._cuda and cuda_graphs else None
@@ -124,13 +166,49 @@ class MusicgenBackend(Backend[GenerationRequest]):
 
     # --- what the scheduler asks ----------------------------------------------------------------------
 
-    def validate(self, operation: str, params: Mapping[str, Any]) -> GenerationRequest:
-        return validate_generation(operation, params)
+    def validate(self, operation: str, params: Mapping[str, Any]) -> MusicgenRequest:
+        """``generate``: a ``GenerationRequest``. ``continue``: the same parameters plus ``source_audio``
+        (an ``engine.conditioning.DecodedAudio``), whose end prompts the decoder; ``duration`` is what is
+        added."""
+        if operation != "continue":
+            return validate_generation(operation, params, max_duration_s=MAX_PIECE_SECONDS)
+        fields = dict(params)
+        source = fields.pop("source_audio", None)
+        if not isinstance(source, DecodedAudio):
+            raise InvalidRequest([FieldError("source_audio", "continue needs the audio to continue")])
+        request = validate_generation("generate", fields, max_duration_s=MAX_PIECE_SECONDS)
+        prompt = prepare_audio(
+            source,
+            sample_rate=self.capabilities.sample_rate,
+            channels=self.capabilities.channels,
+            max_seconds=MAX_PROMPT_SECONDS,
+            keep="end",
+        )
+        return Continuation(request, prompt)
+
+    def plan(self, request: MusicgenRequest) -> WindowPlan:
+        """The windows ``request`` decodes (``engine.musicgen.windows``)."""
+        generation = request.request if isinstance(request, Continuation) else request
+        prompt_frames = 0
+        if isinstance(request, Continuation):
+            prompt_frames = request.prompt.audio.shape[1] // self._frame_samples
+        return plan_piece(
+            generation.duration,
+            sample_rate=self.capabilities.sample_rate,
+            frame_samples=self._frame_samples,
+            delay_tail=self._delay_tail,
+            context_seconds=generation.context_seconds,
+            prompt_frames=prompt_frames,
+        )
 
     def steps_for(self, duration: float) -> int:
-        return Plan.for_duration(self._model, duration).steps
+        return self.plan(GenerationRequest(prompt="steps", duration=duration)).steps
 
-    def can_admit(self, request: GenerationRequest) -> Admission:
+    def _positions(self, plan: WindowPlan) -> int:
+        """Decode positions a slot needs for ``plan``'s longest window (prompt included)."""
+        return max(window.context_frames + window.steps for window in plan.windows)
+
+    def can_admit(self, request: MusicgenRequest) -> Admission:
         if self._free_slot() is None:
             return Admission(Decision.LATER, f"all {self.capabilities.max_batch} slots are busy")
         shape = self._shape_for(request)
@@ -141,11 +219,10 @@ class MusicgenBackend(Backend[GenerationRequest]):
         free = self._free_bytes(self._device)
         if grow <= HEADROOM * free:
             return Admission(Decision.NOW)
-        need = self._geometry.slot_bytes(
-            Plan.for_duration(self._model, request.duration).steps, shape.text_length
-        )
+        need = self._geometry.slot_bytes(self._positions(self.plan(request)), shape.text_length)
+        duration = request.request.duration if isinstance(request, Continuation) else request.duration
         reason = (
-            f"a {request.duration:g} s request needs {memory.gigabytes(grow)} more for its batch "
+            f"a {duration:g} s request needs {memory.gigabytes(grow)} more for its batch "
             f"({memory.gigabytes(need)} per slot) and {self._device} has {memory.gigabytes(free)} free"
         )
         if self._rows:
@@ -154,7 +231,7 @@ class MusicgenBackend(Backend[GenerationRequest]):
             Decision.NEVER, f"{reason}; ask for a shorter duration, or free memory (other models, processes)"
         )
 
-    def admit(self, request_id: str, request: GenerationRequest) -> None:
+    def admit(self, request_id: str, request: MusicgenRequest) -> None:
         if request_id in self._rows:
             raise ValueError(f"request {request_id!r} is already held")
         slot = self._free_slot()
@@ -162,20 +239,38 @@ class MusicgenBackend(Backend[GenerationRequest]):
             raise RuntimeError("admit() without a free slot; ask can_admit() first")
         self._ensure_room(self._shape_for(request))
         assert self._state is not None
-        plan = Plan.for_duration(self._model, request.duration)
+        continuation = request if isinstance(request, Continuation) else None
+        generation = continuation.request if continuation is not None else request
+        assert isinstance(generation, GenerationRequest)
+        plan = self.plan(request)
         self._step.ensure_positions(self._state.shape.length)
-        seed = secrets.randbelow(SEED_SPACE) if request.seed is None else request.seed
+        seed = secrets.randbelow(SEED_SPACE) if generation.seed is None else generation.seed
+        codebooks = int(self._model.decoder.num_codebooks)
         with torch.inference_mode():
-            text = encode_text(self._model, self._processor, request.prompt, self._device)
-            self._state.start(slot, request, plan, text)
+            piece = torch.zeros((codebooks, 0), dtype=torch.long, device=self._device)
+            prompt_samples = 0
+            if continuation is not None:
+                prompt = encode_prompt(self._model, continuation.prompt.audio)
+                piece, prompt_samples = prompt.codes, prompt.samples
+            text = encode_text(self._model, self._processor, generation.prompt, self._device)
+            first = plan.windows[0]
+            self._state.start(slot, generation, first.frames, text)
+            if first.context_frames:
+                self._state.restart(slot, first.frames, first.prompt(piece))
+                self._step.prefill(self._state, slot)
         row = _Row(
             request_id=request_id,
-            request=request,
-            plan=plan,
+            request=generation,
+            windows=plan,
+            samples=round(generation.duration * self.capabilities.sample_rate),
             seed=seed,
             generator=torch.Generator(device=self._device).manual_seed(seed),
             slot=slot,
             admitted_at=time.perf_counter(),
+            piece=piece,
+            continuation=continuation,
+            prompt_samples=prompt_samples,
+            position=first.context_frames,
         )
         self._slots[slot] = row
         self._rows[request_id] = row
@@ -240,23 +335,42 @@ class MusicgenBackend(Backend[GenerationRequest]):
             positions = [0] * state.shape.slots
             for row in live:
                 assert row.slot is not None
-                positions[row.slot] = row.launched
+                positions[row.slot] = row.position
             self._step.exact(
                 state, highest, sorted(row.slot for row in live if row.slot is not None), positions
             )
         launch = _Launch(rows=live)
         for row in live:
             row.launched += 1
-            if row.launched == row.plan.steps:
-                assert row.slot is not None
-                row.codes = state.frames_of(row.slot, row.plan.frames)
-                row.nonfinite = state.nonfinite[row.slot].clone()
-                self._release(row)
-                launch.finishing.append(row)
+            row.in_window += 1
+            row.position += 1
+            window = row.windows.windows[row.window]
+            if row.in_window < window.steps:
+                continue
+            assert row.slot is not None
+            new = state.frames_of(row.slot, window.frames)[:, window.context_frames :]
+            row.piece = torch.cat([row.piece, new], dim=1)
+            if row.window + 1 < len(row.windows.windows):
+                self._next_window(row)
+                continue
+            row.codes = row.piece
+            row.nonfinite = state.nonfinite[row.slot].clone()
+            self._release(row)
+            launch.finishing.append(row)
         if self._cuda:
             launch.event = torch.cuda.Event()
             launch.event.record()
         self._launches.append(launch)
+
+    def _next_window(self, row: _Row) -> None:
+        """Restart ``row``'s slot on its next window, prompted with the tail of its piece so far."""
+        assert row.slot is not None and self._state is not None
+        row.window += 1
+        window = row.windows.windows[row.window]
+        self._state.restart(row.slot, window.frames, window.prompt(row.piece))
+        self._step.prefill(self._state, row.slot)
+        row.position = window.context_frames
+        row.in_window = 0
 
     def _collect(self, wait: bool) -> list[Outcome]:
         """Account the launched steps the device has finished (waiting while too many are in flight, or for
@@ -296,28 +410,63 @@ class MusicgenBackend(Backend[GenerationRequest]):
         codes = [row.codes for row in decodable if row.codes is not None]
         if self._record_codes is not None:
             self._record_codes.update(zip([row.request_id for row in decodable], codes, strict=True))
-        audio = decode_audio(self._model, codes)
-        for row, samples in zip(decodable, audio, strict=True):
+        for row, samples in zip(decodable, self._decode(decodable), strict=True):
             outcomes.append(
                 audio_outcome(
                     row.request_id,
-                    samples[:, : row.plan.samples],
+                    samples,
                     sample_rate=self.capabilities.sample_rate,
-                    expected_shape=(self.capabilities.channels, row.plan.samples),
+                    expected_shape=(self.capabilities.channels, samples.shape[1]),
                     target_lufs=row.request.loudness_lufs,
                     seed=row.seed,
-                    steps=row.plan.steps,
+                    steps=row.windows.steps,
                     seconds=time.perf_counter() - row.admitted_at,
                     dtype=self._dtype,
                 )
             )
         return outcomes
 
+    def _decode(self, rows: list[_Row]) -> list[np.ndarray]:
+        """Each row's audio at its exact length: one-window pieces share ``decode_audio`` calls; longer
+        pieces are decoded whole (``decode_piece``); a continuation is spliced onto the user's audio."""
+        single = [row for row in rows if len(row.windows.windows) == 1 and row.continuation is None]
+        decoded = dict(
+            zip(
+                (row.request_id for row in single),
+                decode_audio(self._model, [row.codes for row in single if row.codes is not None]),
+                strict=True,
+            )
+        )
+        audio = []
+        for row in rows:
+            assert row.codes is not None
+            whole = decoded.get(row.request_id)
+            if whole is None:
+                whole = decode_piece(self._model, row.codes)
+            if row.continuation is None:
+                audio.append(whole[:, : row.samples])
+                continue
+            audio.append(
+                splice(
+                    row.continuation.prompt.audio,
+                    whole,
+                    prompt_samples=row.prompt_samples,
+                    added_samples=row.samples,
+                    sample_rate=self.capabilities.sample_rate,
+                )
+            )
+        return audio
+
     # --- slots and buffers ------------------------------------------------------------------------------
 
     def _progress_of(self, row: _Row) -> Progress:
-        phase = "decoding" if row.done < row.plan.steps else "decoding audio"
-        return Progress(done=row.done, total=row.plan.steps, phase=phase)
+        total = row.windows.steps
+        count = len(row.windows.windows)
+        phase = "decoding" if row.done < total else "decoding audio"
+        if count > 1 and row.done < total:
+            window = next(w for w in row.windows.windows if row.windows.steps_before(w.index + 1) > row.done)
+            phase = f"decoding window {window.index + 1} of {count}"
+        return Progress(done=row.done, total=total, phase=phase)
 
     def _free_slot(self) -> int | None:
         for slot, row in enumerate(self._slots):
@@ -332,17 +481,18 @@ class MusicgenBackend(Backend[GenerationRequest]):
         self._slots[row.slot] = None
         row.slot = None
 
-    def _shape_for(self, request: GenerationRequest) -> CacheShape:
+    def _shape_for(self, request: MusicgenRequest) -> CacheShape:
         """The buffer shape the batch needs once ``request`` is in."""
-        tokens = int(tokenize(self._processor, request.prompt, torch.device("cpu"))["input_ids"].shape[1])
-        steps = Plan.for_duration(self._model, request.duration).steps
+        text = request.request.prompt if isinstance(request, Continuation) else request.prompt
+        tokens = int(tokenize(self._processor, text, torch.device("cpu"))["input_ids"].shape[1])
+        steps = self._positions(self.plan(request))
         slot = self._free_slot()
         assert slot is not None
         capacity = self.capabilities.max_batch
         config = self._model.decoder.config
         if self._cuda:  # once, at the largest size the cap and durations allow: graphs then never go stale
-            longest = Plan.for_duration(self._model, self.capabilities.max_duration_s).steps
-            steps, tokens, slots = longest, max(tokens, CUDA_TEXT_TOKENS), capacity
+            longest = self._positions(self.plan(GenerationRequest(prompt="longest", duration=WINDOW_SECONDS)))
+            steps, tokens, slots = max(steps, longest), max(tokens, CUDA_TEXT_TOKENS), capacity
         else:
             slots = CudaGraphs.bucket(slot + 1, capacity)
         current = self._state.shape if self._state is not None else None

@@ -145,6 +145,9 @@ class DecodeState:
         self.position = torch.zeros(slots, dtype=torch.long, device=device)
         self.live = torch.zeros(slots, dtype=torch.long, device=device)  # 1 for a slot that is decoding
         self.frames = torch.zeros(slots, dtype=torch.long, device=device)
+        self.prompt = torch.zeros(
+            slots, dtype=torch.long, device=device
+        )  # leading frames copied, not sampled
         self.noise = torch.ones((slots, self.codebooks, self.vocab_size), dtype=torch.float32, device=device)
         self.nonfinite = torch.zeros(slots, dtype=torch.bool, device=device)  # the row's logits went NaN/inf
         self.params = SamplingParams.empty(slots, self.vocab_size, device)
@@ -175,6 +178,7 @@ class DecodeState:
         self.position = widened(self.position, 0)
         self.live = widened(self.live, 0)
         self.frames = widened(self.frames, 0)
+        self.prompt = widened(self.prompt, 0)
         self.noise = widened(self.noise, 1.0)
         self.nonfinite = widened(self.nonfinite, False)
         params = SamplingParams.empty(new.slots, self.vocab_size, self.device)
@@ -188,7 +192,7 @@ class DecodeState:
         return True
 
     def start(
-        self, slot: int, request: GenerationRequest, plan: Plan, text: list[tuple[torch.Tensor, ...]]
+        self, slot: int, request: GenerationRequest, frames: int, text: list[tuple[torch.Tensor, ...]]
     ) -> None:
         """Put a newly admitted request in ``slot``: text keys/values, parameters, position 0, frame count."""
         for layer, (key, value) in enumerate(text):
@@ -196,8 +200,25 @@ class DecodeState:
         self.params.write(slot, request, self.vocab_size)
         self.tokens[slot] = self.start_token
         self.position[slot] = 0
-        self.frames[slot] = plan.frames
+        self.frames[slot] = frames
+        self.prompt[slot] = 0
         self.nonfinite[slot] = False
+        self.live[slot] = 1
+
+    def restart(self, slot: int, frames: int, prompt: torch.Tensor) -> None:
+        """Start a new window in ``slot`` (same text and parameters) holding ``frames`` frames, the first
+        ``prompt.shape[-1]`` of them the given (codebooks, frames) codes: they are written in the delay
+        pattern, as if the slot had emitted them, and the step copies them instead of sampling (the lagging
+        codebooks of the first new frames included). ``DecodeStep.prefill`` then computes their keys and
+        values; the slot continues at the position after the prompt."""
+        context = int(prompt.shape[-1])
+        self.codes[slot] = self.start_token
+        index = self.delay[:, None] + torch.arange(context, device=self.device)
+        self.codes[slot].scatter_(1, index, prompt.to(self.device))
+        self.frames[slot] = frames
+        self.prompt[slot] = context
+        self.position[slot] = context
+        self.tokens[slot] = self.codes[slot, :, context - 1]
         self.live[slot] = 1
 
     def stop(self, slot: int) -> None:
@@ -279,14 +300,57 @@ class DecodeStep:
         scores = guide(pairs[:, 0], pairs[:, 1], params.guidance_scale)
         sampled = sample(filter_logits(scores, params), state.noise[:slots])
         # The delay pattern: codebook k of a C-codebook channel lags k steps, so at step t a slot emits a real
-        # code for codebook k iff delay[k] <= t < delay[k] + frames, and the pad id everywhere else.
-        at = position[:, None]
-        emitted = (at >= state.delay) & (at < state.delay + state.frames[:slots, None])
+        # code for codebook k iff delay[k] <= t < delay[k] + frames, and the pad id everywhere else. Frames of
+        # a window's prompt (``DecodeState.restart``) are already written: they are kept, not sampled.
+        frame = position[:, None] - state.delay
+        emitted = (frame >= 0) & (frame < state.frames[:slots, None])
+        where = position[:, None, None].expand(slots, state.codebooks, 1)
+        prompted = frame < state.prompt[:slots, None]
+        sampled = torch.where(prompted, state.codes[:slots].gather(2, where)[:, :, 0], sampled)
         next_tokens = torch.where(emitted, sampled, state.start_token)
         tokens.copy_(next_tokens)
-        where = position[:, None, None].expand(slots, state.codebooks, 1)
         state.codes[:slots].scatter_(2, where, next_tokens[:, :, None])
         position += state.live[:slots]
+
+    def prefill(self, state: DecodeState, slot: int) -> None:
+        """Keys and values of a restarted slot's prompt positions, all in one pass over the decoder (causal
+        attention over the prompt, as transformers' ``generate`` prefills an audio prompt). Its rows only:
+        the other slots are not touched."""
+        context = int(state.prompt[slot])
+        codes = state.codes[slot]
+        inputs = torch.cat(
+            [codes.new_full((state.codebooks, 1), state.start_token), codes[:, : context - 1]], 1
+        )
+        hidden = self.embed_tokens[0](inputs[0])
+        for codebook in range(1, len(self.embed_tokens)):
+            hidden = hidden + self.embed_tokens[codebook](inputs[codebook])
+        hidden = hidden[None].repeat_interleave(2, dim=0)  # (2, context, hidden): with and without text
+        hidden = hidden + self.embed_positions.weights[:context][None]
+        rows = slice(2 * slot, 2 * slot + 2)
+        tokens = state.cache.text_tokens[slot]
+        for index, layer in enumerate(self.layers):
+            attention = layer.self_attn
+            normed = layer.self_attn_layer_norm(hidden)
+            query = _split_heads(attention.q_proj(normed), self.heads)
+            keys = _split_heads(attention.k_proj(normed), self.heads)
+            values = _split_heads(attention.v_proj(normed), self.heads)
+            state.cache.keys[index, rows, :, :context] = keys
+            state.cache.values[index, rows, :, :context] = values
+            attended = F.scaled_dot_product_attention(
+                query, keys, values, is_causal=True, scale=attention.scaling
+            )
+            hidden = hidden + attention.out_proj(_merge_heads(attended))
+            attention = layer.encoder_attn
+            conditional = hidden[0:1]
+            query = _split_heads(attention.q_proj(layer.encoder_attn_layer_norm(conditional)), self.heads)
+            attended = F.scaled_dot_product_attention(
+                query,
+                state.cache.cross_keys[index, slot : slot + 1, :, :tokens],
+                state.cache.cross_values[index, slot : slot + 1, :, :tokens],
+                scale=attention.scaling,
+            )
+            conditional += attention.out_proj(_merge_heads(attended))
+            hidden = hidden + layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(hidden))))
 
     def _layer(
         self,

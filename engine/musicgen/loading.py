@@ -149,15 +149,21 @@ def quantize_decoder_int8(model: Any) -> None:
         )
 
 
-def capabilities(loaded: LoadedModel, max_batch: int) -> Capabilities:
+def capabilities(
+    loaded: LoadedModel,
+    max_batch: int,
+    *,
+    max_duration_s: float = BOUNDS["duration"].high,
+    operations: frozenset[str] = frozenset({"generate"}),
+) -> Capabilities:
     """What a loaded MusicGen checkpoint offers a scheduler, batching up to ``max_batch`` requests."""
     config = loaded.model.config
     return Capabilities(
         family="musicgen",
         model_id=loaded.model_id,
-        operations=frozenset({"generate"}),
+        operations=operations,
         parameters=request_parameters(),
-        max_duration_s=BOUNDS["duration"].high,
+        max_duration_s=max_duration_s,
         sample_rate=int(config.audio_encoder.sampling_rate),
         channels=int(config.decoder.audio_channels),
         max_batch=max_batch,

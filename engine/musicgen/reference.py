@@ -28,6 +28,7 @@ from engine.audio import fit_length
 from engine.backend import Admission, Backend, Decision, Outcome, Progress, StepReport
 from engine.loading import dtype_name
 from engine.musicgen.loading import LoadedModel, capabilities
+from engine.musicgen.windows import WINDOW_SECONDS
 from engine.request import GenerationRequest, validate_generation
 from engine.results import audio_outcome
 
@@ -157,12 +158,12 @@ class ReferenceBackend(Backend[GenerationRequest]):
     def __init__(self, loaded: LoadedModel) -> None:
         self.loaded = loaded
         self._dtype = dtype_name(loaded.dtype)
-        self.capabilities = capabilities(loaded, max_batch=1)
+        self.capabilities = capabilities(loaded, max_batch=1, max_duration_s=WINDOW_SECONDS)
         self._held: _Held | None = None
         self._ended: list[Outcome] = []
 
     def validate(self, operation: str, params: Mapping[str, Any]) -> GenerationRequest:
-        return validate_generation(operation, params)
+        return validate_generation(operation, params, max_duration_s=self.capabilities.max_duration_s)
 
     def can_admit(self, request: GenerationRequest) -> Admission:
         if self._held is not None or _ONE_AT_A_TIME.locked():

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from engine import GenerationRequest
 from mcp_server.rest.deps import get_service
-from mcp_server.rest.models import GenerateRequest
+from mcp_server.rest.models import ExtendRequest, GenerateRequest
 from mcp_server.rest.problems import ERRORS, ProblemError, from_validation_error
 from mcp_server.schemas import TERMINAL, GenerateResult, HistoryPage, Job, JobStatus
 from mcp_server.service import JobService, ServiceError, UnknownJob
@@ -37,7 +37,16 @@ async def generate(body: GenerateRequest, service: Service) -> GenerateResult | 
     except ValidationError as exc:
         return from_validation_error(exc)
     requests = service.build_requests(body.variations, **body.generation_params())
-    return GenerateResult(jobs=await service.submit(requests, body.model))
+    source = await service.source(body.continue_from)
+    return GenerateResult(jobs=await service.submit(requests, body.model, continue_from=source))
+
+
+@router.post("/jobs/{job_id}/extend", status_code=202, response_model=GenerateResult)
+async def extend(job_id: JobIdPath, body: ExtendRequest, service: Service) -> GenerateResult:
+    """Queue a continuation of a completed job by `seconds`: one new job holding the whole, longer piece,
+    with the job as its parent (its prompt and parameters unless a prompt is given)."""
+    job, requests, source = await service.extension(job_id, body.seconds, body.prompt)
+    return GenerateResult(jobs=await service.submit(requests, job.model, continue_from=source))
 
 
 @router.get("/jobs/{job_id}", response_model=Job)

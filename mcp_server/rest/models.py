@@ -11,7 +11,10 @@ from mcp_server.schemas import (
     REQUEST_DEFAULTS,
     Arrangement,
     Bpm,
+    ContextSeconds,
+    ContinueFrom,
     Duration,
+    ExtendSeconds,
     GapSeconds,
     GuidanceScale,
     JobIds,
@@ -44,10 +47,21 @@ class GenerateRequest(BaseModel):
     variations: Variations = 1
     loudness_lufs: LoudnessLufs = REQUEST_DEFAULTS["loudness_lufs"]
     model: ModelName = None
+    continue_from: ContinueFrom = None
+    context_seconds: ContextSeconds = REQUEST_DEFAULTS["context_seconds"]
 
     def generation_params(self) -> dict[str, Any]:
         """The engine's GenerationRequest arguments."""
-        return self.model_dump(exclude={"variations", "model"})
+        return self.model_dump(exclude={"variations", "model", "continue_from"})
+
+
+class ExtendRequest(BaseModel):
+    """The arguments of the extend_music tool, minus the job (in the path) and the wait."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seconds: ExtendSeconds
+    prompt: Prompt | None = None
 
 
 class ExportRequest(BaseModel):
