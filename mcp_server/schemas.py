@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from engine import GenerationRequest
 
@@ -51,7 +51,14 @@ def _request_field(name: str, **extra: Any) -> Any:
 # --- tool arguments ---------------------------------------------------------------------------------------
 
 Prompt = Annotated[str, _request_field("prompt", pattern=r"\S")]  # not blank
-Duration = Annotated[float, _request_field("duration")]
+Duration = Annotated[
+    float,
+    Field(
+        ge=1,
+        le=600,
+        description="Length in seconds. MusicGen: 1-30; ACE-Step: 10-600 (songs up to 10 minutes).",
+    ),
+]
 Seed = Annotated[int | None, _request_field("seed")]
 Temperature = Annotated[float, _request_field("temperature")]
 TopK = Annotated[int, _request_field("top_k")]
@@ -108,8 +115,12 @@ SessionName = Annotated[
     ),
 ]
 Arrangement = Annotated[
-    Literal["sequential", "stacked"],
-    Field(description="sequential: one clip after another on the timeline; stacked: all clips start at 0."),
+    Literal["sequential", "stacked", "song"],
+    Field(
+        description="sequential: one clip after another on the timeline; stacked: all clips start at 0; "
+        "song: a piece and its parts by lineage - the mix (muted when stems are present) and its stems at 0, "
+        "edits at their section's offset with markers at its bounds, other takes in a Variations group."
+    ),
 ]
 GapSeconds = Annotated[
     float, Field(ge=0, le=60, description="Silence between clips in the sequential arrangement (0-60 s).")
@@ -121,15 +132,30 @@ Bpm = Annotated[float | None, Field(ge=20, le=300, description="Session tempo (2
 
 
 class JobParams(BaseModel):
-    duration: float = Field(description="Requested length in seconds.")
-    seed: int | None = Field(description="The seed used (the requested one until the job completes).")
-    temperature: float
-    top_k: int
-    top_p: float
-    guidance_scale: float
+    """The parameters a job was queued with: its family's (MusicGen: temperature, top_k, top_p; ACE-Step:
+    lyrics, bpm, key, ...; edit: start_s, end_s; stems: none). Absent ones took the model's default."""
+
+    model_config = ConfigDict(extra="allow")
+
+    duration: float | None = Field(None, description="Requested length in seconds (the source's for edits).")
+    seed: int | None = Field(None, description="The seed used (the requested one until the job completes).")
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    guidance_scale: float | None = None
     loudness_lufs: float | None = Field(
-        description="Requested integrated loudness target; null = as generated."
+        None, description="Requested integrated loudness target; null = as generated."
     )
+
+
+class LineageInfo(BaseModel):
+    """How a generation was derived: from a prompt, or from another generation (its parent)."""
+
+    operation: Literal["generate", "continue", "melody", "edit", "stems", "remix"]
+    parent_id: str | None = Field(description="The generation this one was derived from; null for a new one.")
+    stem: str | None = Field(None, description="stems: which stem (drums, bass, other, vocals, ...).")
+    section_start_s: float | None = Field(None, description="edit: start of the regenerated section (s).")
+    section_end_s: float | None = Field(None, description="edit: end of the regenerated section (s).")
 
 
 class AudioInfo(BaseModel):
@@ -163,10 +189,15 @@ class Job(BaseModel):
         "decoding, decoding audio; null once it has ended.",
     )
     audio: AudioInfo | None = Field(description="The result; present once status is completed.")
+    lineage: LineageInfo | None = Field(None, description="Parent, operation, stem and section, if derived.")
 
 
 class GenerateResult(BaseModel):
     jobs: list[Job] = Field(description="One job per variation; poll unfinished ones with job_status.")
+
+
+class DeleteResult(BaseModel):
+    deleted: list[str] = Field(description="The ids deleted, the given one first.")
 
 
 class HistoryPage(BaseModel):
@@ -202,7 +233,7 @@ def job_from_generation(
         progress=1.0 if status == "completed" else progress,
         queue_position=queue_position if status == "pending" else None,
         prompt=generation.prompt,
-        params=JobParams(**generation.params),
+        params=JobParams(**all_params(generation)),
         model=generation.model_name,
         created_at=generation.created_at,
         started_at=generation.started_at,
@@ -210,4 +241,25 @@ def job_from_generation(
         error=generation.error,
         stage=stage,
         audio=audio_info(generation.id, home, generation),
+        lineage=_lineage_info(generation),
+    )
+
+
+def all_params(generation: Any) -> dict[str, Any]:
+    """A job's parameters: the common ones (database columns) that were given, and its family's own
+    (lyrics, bpm, key, section, strength, ...) kept in its metadata under "params"."""
+    common = {name: value for name, value in generation.params.items() if value is not None}
+    return common | dict(generation.metadata.get("params") or {})
+
+
+def _lineage_info(generation: Any) -> LineageInfo | None:
+    lineage = getattr(generation, "lineage", None)
+    if lineage is None:
+        return None
+    return LineageInfo(
+        operation=str(lineage.operation),  # type: ignore[arg-type]  # storage.Operation: these values
+        parent_id=lineage.parent_id,
+        stem=lineage.stem,
+        section_start_s=lineage.section_start_s,
+        section_end_s=lineage.section_end_s,
     )

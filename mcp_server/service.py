@@ -20,13 +20,24 @@ from typing import Any, ParamSpec, TypeVar
 import anyio
 from pydantic import ValidationError
 
-from engine import GenerationRequest, resolve_model_id
+from engine import GenerationRequest
 from engine.models import looks_like_path
+from mcp_server import families
 from mcp_server.config import Settings, describe_validation_error
 from mcp_server.schemas import TERMINAL, Job, job_from_generation
 from mcp_server.telemetry import Telemetry
 from mcp_server.worker import Worker
-from storage import AmbiguousId, Generation, IllegalTransition, NotFound, QueueFull, StorageError, Store
+from storage import (
+    AmbiguousId,
+    Generation,
+    IllegalTransition,
+    Lineage,
+    NotFound,
+    QueueFull,
+    StorageError,
+    Store,
+)
+from storage.models import PARAM_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +96,7 @@ class JobService:
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
         self.store = store if store is not None else Store(settings.home, settings.database_url)
-        self.default_model = resolve_model_id(settings.model)
+        self.default_model = families.resolve(settings.model, settings)
         self.changes = Changes()
         self.telemetry = Telemetry()  # what /metrics and /health report about this process's worker
         self.worker = Worker(settings, self.store, self.changes.notify, self.telemetry)
@@ -136,27 +147,54 @@ class JobService:
         ``local_paths`` lets ``model`` name a checkpoint directory: for the operator (the CLI), never for MCP
         clients.
         """
-        model_id = resolve_model_id(model) if model else self.default_model
-        if not local_paths and model_id != self.default_model and looks_like_path(model_id):
+        model_id = self.resolve_model(model, local_paths=local_paths)
+        jobs = [(request.prompt, request.model_dump(exclude={"prompt"})) for request in requests]
+        return await self.submit_jobs(model_id, jobs)
+
+    def resolve_model(self, model: str | None, *, local_paths: bool = False, argument: str = "model") -> str:
+        """The model id a job records; ``local_paths`` lets the operator (the CLI) name any directory."""
+        model_id = families.resolve(model, self.settings) if model else self.default_model
+        operator = families.is_operator_model(model_id, self.settings)
+        if not local_paths and looks_like_path(model_id) and not operator:
             # A client must not make the server open arbitrary files (or probe which paths exist).
             raise ServiceError(
-                "model: local paths are not accepted from clients; give an alias (small, medium, large, "
-                "melody, stereo-small, ...) or a hub id, or start the server with DGX_MUSIC_MODEL=<path>"
+                f"{argument}: local paths are not accepted from clients; give an alias (small, medium, "
+                "large, stereo-small, ace-step, ace-step-base, htdemucs, ...) or a hub id; the operator maps "
+                "aliases to local directories with DGX_MUSIC_MODEL_PATHS=alias=/dir,..."
             )
-        generations = await _in_thread(self._create, requests, model_id)
+        return model_id
+
+    async def submit_jobs(
+        self,
+        model_id: str,
+        jobs: list[tuple[str, dict[str, Any]]],
+        lineages: list[Lineage] | None = None,
+    ) -> list[Job]:
+        """Queue (prompt, params) jobs for ``model_id`` in one transaction (with their lineage)."""
+        generations = await _in_thread(self._create, model_id, jobs, lineages)
         self.worker.wake()
         return [await self.job(generation.id) for generation in generations]
 
-    def _create(self, requests: list[GenerationRequest], model_id: str) -> list[Generation]:
+    def _create(
+        self, model_id: str, jobs: list[tuple[str, dict[str, Any]]], lineages: list[Lineage] | None
+    ) -> list[Generation]:
         limit = self.settings.max_queue
-        if len(requests) > limit:
+        if len(jobs) > limit:
             raise QueueFullError(
-                f"variations: {len(requests)} is more than the queue holds "
+                f"variations: {len(jobs)} is more than the queue holds "
                 f"({limit}, set by DGX_MUSIC_MAX_QUEUE); ask for fewer variations"
             )
-        jobs = [(request.prompt, request.model_dump(exclude={"prompt"})) for request in requests]
+        # The common parameters are columns; a family's own (lyrics, bpm, section, ...) are kept in the
+        # jobs' metadata, shared by the takes of one call (which differ in their seed only).
+        columns = [(prompt, {k: v for k, v in p.items() if k in PARAM_COLUMNS}) for prompt, p in jobs]
+        extras = [{k: v for k, v in p.items() if k not in PARAM_COLUMNS} for _, p in jobs]
+        if any(extra != extras[0] for extra in extras):
+            raise ValueError("jobs queued together must share their family parameters")
+        metadata = {"params": extras[0]} if extras and extras[0] else None
         try:
-            return self.store.create_many(model_id, jobs, max_pending=limit)
+            return self.store.create_many(
+                model_id, columns, max_pending=limit, metadata=metadata, lineages=lineages
+            )
         except QueueFull as full:
             raise QueueFullError(
                 f"the queue is full ({full.pending} pending, limit {limit} set by DGX_MUSIC_MAX_QUEUE); "
@@ -181,7 +219,7 @@ class JobService:
 
     def _to_job(self, generation: Generation) -> Job:
         position = self.store.queue_position(generation.id) if generation.status == "pending" else None
-        done, total = self._steps(generation.id, generation.params["duration"])
+        done, total = self._steps(generation.id, generation.params.get("duration") or 10.0)
         return job_from_generation(
             generation, self.settings.home, done / total, position, self._stage(generation)
         )
@@ -220,7 +258,7 @@ class JobService:
 
     def steps(self, job: Job) -> tuple[int, int]:
         """(decode steps done, steps needed) of one job, for progress notifications."""
-        done, total = self._steps(job.job_id, job.params.duration)
+        done, total = self._steps(job.job_id, job.params.duration or 10.0)
         return (total, total) if job.status in TERMINAL else (done, total)
 
     def _steps(self, job_id: str, duration: float) -> tuple[int, int]:

