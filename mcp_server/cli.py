@@ -55,6 +55,7 @@ class TransportName(enum.StrEnum):
 class ArrangementName(enum.StrEnum):
     sequential = "sequential"
     stacked = "stacked"
+    song = "song"
 
 
 Home = Annotated[Path | None, typer.Option("--home", help="Data directory (env DGX_MUSIC_HOME).")]
@@ -302,7 +303,10 @@ def export(
     ],
     name: Annotated[str, typer.Option("--name", "-n", help="Session name (1-100 characters).")],
     arrangement: Annotated[
-        ArrangementName, typer.Option(help="sequential (one after another) or stacked (all at 0).")
+        ArrangementName,
+        typer.Option(
+            help="sequential (one after another), stacked (all at 0) or song (a piece and its stems)."
+        ),
     ] = ArrangementName.sequential,
     gap: Annotated[
         float, typer.Option(min=0, max=60, help="Seconds of silence between clips (sequential), 0-60.")
@@ -327,7 +331,7 @@ def export(
                 service,
                 job_ids,
                 name,
-                arrangement="stacked" if arrangement is ArrangementName.stacked else "sequential",
+                arrangement=arrangement.value,
                 gap_seconds=gap,
                 bpm=bpm,
                 enable_osc=osc,
@@ -360,7 +364,13 @@ def doctor(
 
 @app.command()
 def pull(
-    model: Annotated[str, typer.Argument(help="Alias (small, medium, ...), hub id or path.")],
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="Alias (small, medium, ..., ace-step, ace-step-base, htdemucs, htdemucs_6s, htdemucs_ft), "
+            "hub id or path."
+        ),
+    ],
     skip_if_offline: Annotated[
         bool,
         typer.Option("--skip-if-offline", help="When huggingface.co cannot be reached, say so and exit 0."),
@@ -424,3 +434,8 @@ def db_current(home: Home = None, database_url: DatabaseUrl = None) -> None:
         engine.dispose()
     state = "up to date" if current == head else f"behind head {head}: run `dgx-music db upgrade`"
     out.print(f"database at revision {current or 'none (empty)'}: {state}", highlight=False)
+
+
+from mcp_server import cli_stems  # noqa: E402  # registers `dgx-music stems` on this app
+
+cli_stems.register(app)

@@ -115,10 +115,12 @@ async def remix(
     return job
 
 
-async def separate(service: JobService, job_id: str, model: str | None = None) -> list[Job]:
+async def separate(
+    service: JobService, job_id: str, model: str | None = None, *, local_paths: bool = False
+) -> list[Job]:
     """One stem job per stem of the separator, linked to the source, queued in one transaction."""
     name = model or service.settings.separator
-    model_id = service.resolve_model(name)
+    model_id = service.resolve_model(name, local_paths=local_paths)
     if families.family_of(model_id) != "demucs":
         try:
             demucs.resolve_separator(model_id)

@@ -42,6 +42,11 @@ def resolve(model: str, settings: Settings) -> str:
     return resolve_musicgen(name)
 
 
+def resolve_name(model: str) -> str:
+    """``resolve`` without the operator's mappings (pull, doctor: names as published)."""
+    return resolve(model, Settings.load({}))
+
+
 def family_of(model_id: str) -> Family:
     """The family of a resolved model id (from its name, or the layout of its directory)."""
     if model_id.lower() in demucs.PUBLISHED:

@@ -244,8 +244,10 @@ def test_openapi_and_docs(server: str) -> None:
         "/metrics",
     ):
         assert path in spec["paths"], path
-    duration = spec["components"]["schemas"]["GenerateRequest"]["properties"]["duration"]
-    assert (duration["minimum"], duration["maximum"]) == (1, 30)  # the engine's bounds, as MCP shows them
+    [duration, _null] = spec["components"]["schemas"]["GenerateRequest"]["properties"]["duration"]["anyOf"]
+    assert (duration["minimum"], duration["maximum"]) == (1, 600)  # both families' bounds, as MCP shows them
+    for path in ("/api/v1/jobs/{job_id}/edit", "/api/v1/jobs/{job_id}/stems", "/api/v1/generations/{job_id}"):
+        assert path in spec["paths"], path
     assert "Problem" in spec["components"]["schemas"]
     assert httpx.get(f"{server}/docs", timeout=30).status_code == 200
 
