@@ -38,7 +38,8 @@ def generation_jobs(
     """(model id, [(prompt, params)] per variation) for generate_music; ``params`` holds the given ones."""
     model_id = service.resolve_model(model)
     family = families.family_of(model_id)
-    given = {name: value for name, value in params.items() if value is not None}
+    # null = the family's default, except loudness_lufs, where null means "keep the level as generated"
+    given = {name: value for name, value in params.items() if value is not None or name == "loudness_lufs"}
     if family == "demucs":
         raise ServiceError(f"model: {model_id!r} is a stem separator; use separate_stems(job_id, model=...)")
     if family == "musicgen":

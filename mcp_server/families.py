@@ -62,6 +62,25 @@ def family_of(model_id: str) -> Family:
     return "musicgen"
 
 
+def weights_bytes(model_id: str) -> int | None:
+    """Bytes of a model's weight files on disk (a directory, or the hub cache, every component folder
+    included); None when unknown. The worker's estimate of what loading it will take."""
+    published = demucs.PUBLISHED.get(model_id.lower())
+    repo = published.repo_id if published is not None else model_id
+    path = Path(repo).expanduser()
+    if not path.is_dir():
+        from huggingface_hub import try_to_load_from_cache
+
+        for marker in ("model_index.json", "config.json", f"{published.name}.yaml" if published else ""):
+            cached = try_to_load_from_cache(repo, marker) if marker else None
+            if isinstance(cached, str):
+                path = Path(cached).parent
+                break
+        else:
+            return None
+    return sum(weights.stat().st_size for weights in path.rglob("*.safetensors")) or None
+
+
 def licence_of(model_id: str) -> str:
     family = family_of(model_id)
     if family == "acestep":

@@ -313,7 +313,7 @@ class Worker:
             return True
         from engine import loading, memory
 
-        weights = loading.checkpoint_bytes(model_id)
+        weights = families.weights_bytes(model_id)
         if weights is None:
             weights = max(resident.engine.memory_bytes for resident in self._residents.values())
         device = loading.select_device(self.settings.device)

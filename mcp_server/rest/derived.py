@@ -10,9 +10,9 @@ from pydantic import BaseModel, ConfigDict
 
 from mcp_server import derive, song_args
 from mcp_server.rest.deps import get_service
-from mcp_server.rest.problems import ERRORS
+from mcp_server.rest.problems import ERRORS, ProblemError
 from mcp_server.schemas import DeleteResult, GenerateResult, HistoryPage, Job, Seed
-from mcp_server.service import JobService
+from mcp_server.service import JobService, ServiceError, UnknownJob
 
 router = APIRouter(prefix="/api/v1", tags=["derived"], responses=ERRORS)
 
@@ -80,6 +80,11 @@ async def delete(
     service: Service,
     delete_family: Annotated[bool, Query(description="Also delete everything derived from it.")] = False,
 ) -> DeleteResult:
-    """Delete a finished generation and its WAV; refused (400) while others derive from it, unless
-    delete_family=true."""
-    return DeleteResult(deleted=await derive.delete(service, job_id, delete_family))
+    """Delete a finished generation and its WAV; refused (409) while others derive from it, unless
+    delete_family=true, or while it is pending or processing."""
+    try:
+        return DeleteResult(deleted=await derive.delete(service, job_id, delete_family))
+    except UnknownJob:
+        raise
+    except ServiceError as exc:
+        raise ProblemError(409, str(exc), "job_id") from None
