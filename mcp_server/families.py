@@ -138,9 +138,18 @@ def load(model_id: str, settings: Settings) -> LoadedModel:
             engine.load_seconds,
             engine.memory_bytes,
         )
-    from engine import loading, memory
+    from engine import ModelNotAvailableError, loading, memory
 
     device = loading.select_device(settings.device)
+    published = demucs.PUBLISHED.get(model_id.lower())
+    pull_name = acestep.pull_command(model_id) if family == "acestep" else f"dgx-music pull {model_id}"
+    try:  # the hub is asked at most once, quickly; the fix names the short pull command
+        offline = cache_only(published.repo_id if published is not None else model_id)
+    except ModelNotAvailableError as exc:
+        raise ModelNotAvailableError(
+            f"{family} model {model_id!r} is not downloaded and the hub cannot be reached: run `{pull_name}` "
+            f"on a machine that reaches huggingface.co (with this HF_HOME) ({str(exc).split(';')[0]})"
+        ) from None
     dtype = loading.select_dtype(device, None if settings.dtype == "int8" else settings.dtype)
     core: Backend[Any]
     if family == "acestep":
@@ -150,15 +159,13 @@ def load(model_id: str, settings: Settings) -> LoadedModel:
             model_id,
             device=device,
             dtype=dtype,
-            local_files_only=cache_only(model_id),
+            local_files_only=offline,
             max_batch=settings.max_batch,
             free_memory=lambda: memory.free_bytes(device),
         )
     else:
         from engine.demucs.backend import DemucsBackend
 
-        published = demucs.PUBLISHED.get(model_id.lower())
-        offline = True if published is None else cache_only(published.repo_id)
         batch = min(4, settings.max_batch)
         core = DemucsBackend.load(model_id, device=device, offline=offline, max_batch=batch)
     return LoadedModel(

@@ -80,6 +80,8 @@ async def test_a_song_with_lyrics_and_a_section_edit_over_stdio(
             assert (rate, audio.shape) == (48_000, (2, 20 * 48_000)) and song["audio"]["duration_s"] == 20.0
             assert integrated_loudness(audio, rate) == pytest.approx(-14.0, abs=0.2)
             assert song["params"]["lyrics"] == lyrics and song["params"]["key"] == "A minor"
+            bext = Path(song["audio"]["path"]).read_bytes()[:4096]  # the bext chunk's coding history
+            assert b"(licence " in bext and b"lyrics: [verse] / Neon rain on empty streets" in bext
 
         refused = await client.call_tool("generate_music", {"prompt": "piano", "lyrics": "[verse]\nhi"})
         assert "lyrics: is an ACE-Step parameter" in error_text(refused)
