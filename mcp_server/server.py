@@ -55,7 +55,10 @@ from mcp_server.service import JobService, ServiceError, UnknownJob
 from mcp_server.sessions import export_jobs
 
 INSTRUCTIONS = """\
-Generates music from text with MusicGen and keeps a searchable history.
+Generates music from text and keeps a searchable history: MusicGen (default) for instrumental clips up to
+30 s, ACE-Step 1.5 (model="ace-step") for songs with lyrics up to 10 minutes. edit_music regenerates a
+section of any finished piece, remix restyles it, separate_stems splits it into drums/bass/other/vocals;
+list_history(family_of=job_id) lists a piece with all its parts.
 generate_music queues jobs and waits up to wait_seconds (default 45) for them; unfinished jobs come back
 with status pending/processing: call job_status(job_id, wait_seconds=...) until the status is completed,
 failed or cancelled. A completed job has audio.path (a WAV on this machine) and audio.uri (an MCP resource).

@@ -116,6 +116,10 @@ async def test_a_song_with_lyrics_and_a_section_edit_over_stdio(
         inside = slice(round(3.2 * rate), round(5.8 * rate))
         assert not np.allclose(before[:, inside], after[:, inside], atol=1e-3)
 
+        remixed = await client.call_tool(
+            "remix", {"job_id": clip["job_id"], "prompt": "bossa nova", "wait_seconds": 120}
+        )  # this tiny checkpoint has no audio tokenizer: the job fails naming one that does
+        assert "Runware/acestep-v15-xl-sft-diffusers" in error_text(remixed)
         bad = await client.call_tool("edit_music", {"job_id": clip["job_id"], "start_s": 3, "end_s": 12})
         assert "end_s" in error_text(bad) and "10.00" in error_text(bad)
 
