@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from engine import acestep, demucs
+from engine.models import looks_like_path
 from engine.models import resolve_model_id as resolve_musicgen
 from mcp_server.config import Settings
 
@@ -68,17 +69,20 @@ def weights_bytes(model_id: str) -> int | None:
     published = demucs.PUBLISHED.get(model_id.lower())
     repo = published.repo_id if published is not None else model_id
     path = Path(repo).expanduser()
-    if not path.is_dir():
-        from huggingface_hub import try_to_load_from_cache
+    if looks_like_path(repo):
+        return sum(weights.stat().st_size for weights in path.rglob("*.safetensors")) or None
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
 
-        for marker in ("model_index.json", "config.json", f"{published.name}.yaml" if published else ""):
+    for marker in ("model_index.json", "config.json", f"{published.name}.yaml" if published else ""):
+        try:
             cached = try_to_load_from_cache(repo, marker) if marker else None
-            if isinstance(cached, str):
-                path = Path(cached).parent
-                break
-        else:
+        except HFValidationError:  # not a hub id either: nothing to measure
             return None
-    return sum(weights.stat().st_size for weights in path.rglob("*.safetensors")) or None
+        if isinstance(cached, str):
+            snapshot = Path(cached).parent
+            return sum(weights.stat().st_size for weights in snapshot.rglob("*.safetensors")) or None
+    return None
 
 
 def licence_of(model_id: str) -> str:
