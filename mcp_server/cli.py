@@ -281,9 +281,17 @@ def history(
 def _history_entry(job: Job) -> str:
     """One job as a short block: a header line, the prompt, then the file (or the error)."""
     seed = "" if job.params.seed is None else f"  seed {job.params.seed}"
+    seconds = job.audio.duration_s if job.audio is not None else job.params.duration
+    length = "" if seconds is None else f"{seconds:g} s"
+    lineage = job.lineage
+    derived = ""
+    if lineage is not None and lineage.parent_id is not None:  # stems, edits, ...: what and from which job
+        derived = (
+            f"  {lineage.operation}{' ' + lineage.stem if lineage.stem else ''} of {lineage.parent_id[:8]}"
+        )
     header = (
         f"{job.job_id[:8]}  {job.created_at:%Y-%m-%d %H:%M}  {job.status}  "
-        f"{job.params.duration:g} s{seed}  {Path(job.model).name}"
+        f"{length}{seed}  {Path(job.model).name}{derived}"
     )
     if job.audio is not None:
         loudness = "" if job.audio.loudness_lufs is None else f"  {job.audio.loudness_lufs:.1f} LUFS"

@@ -69,3 +69,5 @@ def test_stems_family_and_delete_over_rest_then_the_cli(
     wavs = run.stdout.split()
     assert len(wavs) == 4 and all(Path(wav).is_file() for wav in wavs)
     assert "drums" in run.stderr
+    listed = subprocess.run([DGX_MUSIC, "history"], env=env, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0 and f"stems vocals of {source['job_id'][:8]}" in listed.stdout, listed
