@@ -162,7 +162,9 @@ async def test_a_waiting_model_gets_its_turn_after_a_bounded_wait(
     monkeypatch.setattr(worker_module.Worker, "_fits_beside_residents", lambda self, model_id: False)
     loads = _count_loads(monkeypatch)
     async with service_for(data_home, tiny_checkpoint, model_wait_s=0.5, max_batch=1) as service:
-        first = await submit(service, duration=4.0)
+        # Long enough to still be decoding when the other model's bounded wait (0.5 s) runs out, however fast
+        # the machine: otherwise the resident model is free again and rightly takes the later job first.
+        first = await submit(service, duration=30.0)
         await wait_until(lambda: _status_is(service, first.job_id, "processing"))
         other = await submit(service, str(tiny_stereo_checkpoint), duration=1.0)
         later = await submit(service, duration=1.0, seed=3)
