@@ -18,7 +18,7 @@ import pytest
 from mcp_testing import DGX_MUSIC, TOKEN, http_server
 
 CLIENTS = Path(__file__).resolve().parent / "clients"
-TOOLS = {"generate_music", "job_status", "list_history", "export_to_ardour", "cancel_job"}
+TOOLS = {"generate_music", "extend_music", "job_status", "list_history", "export_to_ardour", "cancel_job"}
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
