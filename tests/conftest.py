@@ -39,6 +39,19 @@ def data_home(tmp_path: Path) -> Path:
     return home
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models gain nothing from intra-op threads, and on a shared, busy CPU OpenMP threads waiting for
+    each other at every op made the decoding modules ten times slower. Modules use it with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

@@ -22,15 +22,7 @@ from mcp_server.config import Settings
 from mcp_server.schemas import Job
 from mcp_server.service import JobService
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Any:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @asynccontextmanager
