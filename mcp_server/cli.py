@@ -96,6 +96,16 @@ def load_settings(**flags: Any) -> Settings:
         fail(str(exc))
 
 
+def _history_service(home: Path | None, database_url: str | None) -> JobService:
+    """A job service that is never started: the history and its files, without the worker or a model."""
+    settings = load_settings(home=home, database_url=database_url)
+    setup_logging("WARNING", settings.log_file, stderr=False)
+    from mcp_server.service import JobService
+
+    with user_errors():
+        return JobService(settings)
+
+
 @app.command()
 def serve(
     transport: Annotated[TransportName, typer.Option(help="stdio for Claude Desktop/Code; sse or http.")] = (
@@ -334,12 +344,8 @@ def history(
     database_url: DatabaseUrl = None,
 ) -> None:
     """The most recent generations, or the best matches for QUERY, or one piece's family tree."""
-    settings = load_settings(home=home, database_url=database_url)
-    setup_logging("WARNING", settings.log_file, stderr=False)
-    from mcp_server.service import JobService
-
+    service = _history_service(home, database_url)
     with user_errors():
-        service = JobService(settings)
         if family is not None:
             members = anyio.run(service.family, family)
         else:
@@ -400,13 +406,10 @@ def export(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Write an Ardour session (DGX_MUSIC_HOME/sessions) with one track per job; prints the .ardour path."""
-    settings = load_settings(home=home, database_url=database_url)
-    setup_logging("WARNING", settings.log_file, stderr=False)
-    from mcp_server.service import JobService
     from mcp_server.sessions import export_jobs
 
+    service = _history_service(home, database_url)
     with user_errors():
-        service = JobService(settings)  # not started: exporting needs the history, not the model
         manifest = anyio.run(
             lambda: export_jobs(
                 service,
