@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random MusicGen checkpoints in the hub layout, an empty data directory."""
+"""Shared fixtures: tiny random MusicGen checkpoints (mono, stereo, melody) in the hub layout, an empty data
+directory."""
 
 from __future__ import annotations
 
@@ -29,6 +30,12 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_stereo_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "musicgen-tiny-stereo", stereo=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_melody_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny MusicGen-Melody checkpoint (conditioned through a decoder prefix, not cross-attention)."""
+    return build_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "musicgen-tiny-melody", melody=True)
 
 
 @pytest.fixture

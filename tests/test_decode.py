@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from transformers import ClassifierFreeGuidanceLogitsProcessor, TopKLogitsWarper
 from engine.backend import Decision, InvalidRequest, Outcome, StepReport
 from engine.musicgen import backend as backend_module
 from engine.musicgen import loading
-from engine.musicgen.backend import MusicgenBackend
+from engine.musicgen.backend import MusicgenBackend, MusicgenRequest
 from engine.musicgen.decode import Plan, decode_audio
 from engine.musicgen.memory import SlotGeometry
 from engine.musicgen.sampling import SamplingParams, filter_logits, guide, sample
@@ -59,7 +60,7 @@ class Run:
 
     def __call__(
         self,
-        admit: dict[int, list[tuple[str, GenerationRequest]]],
+        admit: Mapping[int, Sequence[tuple[str, MusicgenRequest]]],
         cancel: dict[int, list[str]] | None = None,
     ) -> dict[str, Outcome]:
         cancel = cancel or {}

@@ -13,7 +13,6 @@ from engine import EngineError, GenerationRequest, MusicEngine
 from engine.audio import postprocess
 from engine.backend import StepReport
 from engine.musicgen import reference
-from engine.musicgen.checkpoints import build_random_checkpoint
 
 DURATION = 1.01  # 32,320 samples: not a whole number of 640-sample EnCodec frames
 
@@ -127,21 +126,17 @@ def test_reference_rows_run_in_turn_and_do_not_depend_on_position(mono_reference
     assert [o.request_id for report in seen for o in report.finished] == ["1", "2"]
 
 
-@pytest.fixture(scope="module")
-def tiny_melody_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "musicgen-tiny-melody", melody=True)
-
-
-def test_melody_checkpoint_takes_the_reference_path(tiny_melody_checkpoint: Path) -> None:
+def test_melody_checkpoint_decodes_in_the_batching_loop(tiny_melody_checkpoint: Path) -> None:
     engine = MusicEngine.load(str(tiny_melody_checkpoint), device="cpu", dtype="float32")
-    assert (engine.backend, engine.max_batch_size, engine.audio_channels) == ("reference", 1, 1)
+    assert (engine.backend, engine.max_batch_size, engine.audio_channels) == ("batched", 8, 1)
+    assert engine.core.capabilities.operations == {"generate", "melody"}
     steps: list[StepReport] = []
     [result] = engine.generate([make_request(duration=1.0)], on_step=steps.append)
     assert result is not None and result.audio.shape == (1, 32_000)
     assert result.loudness_lufs == pytest.approx(-14.0, abs=0.5) and result.peak_dbfs <= -1.0
-    assert [report.progress["0"].done for report in steps if report.progress] == list(range(1, 54))
-    with pytest.raises(EngineError, match=r"backend 'batched'.*MusicgenMelodyForConditionalGeneration"):
-        MusicEngine.load(str(tiny_melody_checkpoint), device="cpu", backend="batched")
+    # 53 steps, each reported; the last one's report carries the outcome instead of progress.
+    assert [report.progress["0"].done for report in steps if report.progress] == list(range(1, 53))
+    assert len(steps) == 53 and [outcome.request_id for outcome in steps[-1].finished] == ["0"]
 
 
 def test_unknown_backend_is_rejected(tiny_checkpoint: Path) -> None:

@@ -14,7 +14,7 @@ import torch
 from engine.backend import InvalidRequest, Outcome
 from engine.conditioning import DecodedAudio
 from engine.musicgen import loading
-from engine.musicgen.backend import MusicgenBackend
+from engine.musicgen.backend import Continuation, MusicgenBackend
 from engine.musicgen.decode import DecodeState
 from engine.request import GenerationRequest
 
@@ -122,7 +122,7 @@ def test_a_long_continuation_prompt_is_cut_to_the_window_less_a_second(mono: loa
     request = backend.validate(
         "continue", {"prompt": "x", "duration": 1, "source_audio": DecodedAudio(long_audio, 32_000)}
     )
-    assert not isinstance(request, GenerationRequest)
+    assert isinstance(request, Continuation)
     assert request.prompt.seconds == 29 and request.prompt.trimmed_seconds == 11
     with pytest.raises(InvalidRequest, match="source_audio"):
         backend.validate("continue", {"prompt": "x", "duration": 1})

@@ -3,7 +3,8 @@
 - ``loading``: checkpoint, processor, device, dtype (int8 decoder on CPU);
 - ``decode``, ``kv_cache``, ``sampling``: one decode step over slots, each at its own position;
 - ``backend``: ``MusicgenBackend``, continuous batching behind ``engine.backend.Backend``;
-- ``reference``: transformers' ``generate`` (melody checkpoints, benchmarks' baseline, tests' reference);
+- ``prefix``: MusicGen-Melody's conditioning (chroma and text) as a prefix of a slot's decoder positions;
+- ``reference``: transformers' ``generate`` (the benchmarks' baseline, tests' reference, backend "reference");
 - ``memory``: bytes per slot from the model's config; ``checkpoints``: random checkpoints for tests.
 """
 
@@ -30,11 +31,8 @@ def load_backend(
     cuda_graphs: bool = True,
     local_files_only: bool | None = None,
 ) -> MusicgenBackend | ReferenceBackend:
-    """Load ``model_id`` and wrap it. "auto": the batching backend where it supports the checkpoint
-    (text-conditioned MusicGen), transformers' ``generate`` for melody checkpoints; "batched" insists on the
-    former, "reference" forces the latter."""
-    from transformers import MusicgenForConditionalGeneration
-
+    """Load ``model_id`` and wrap it. "auto" and "batched": the batching backend (text and melody
+    checkpoints); "reference": transformers' ``generate``, one text-conditioned request at a time."""
     from engine import loading
     from engine.musicgen import loading as musicgen_loading
     from engine.musicgen.backend import MusicgenBackend
@@ -46,12 +44,6 @@ def load_backend(
     loaded = musicgen_loading.load(
         model_id, torch_device, loading.select_dtype(torch_device, dtype), local_files_only
     )
-    batchable = isinstance(loaded.model, MusicgenForConditionalGeneration)
-    if backend == "batched" and not batchable:
-        raise EngineError(
-            "backend 'batched' does not support "
-            f"{type(loaded.model).__name__}; use backend 'reference' or 'auto'"
-        )
-    if backend == "reference" or not batchable:
+    if backend == "reference":
         return ReferenceBackend(loaded)
     return MusicgenBackend(loaded, max_batch=max_batch, cuda_graphs=cuda_graphs)

@@ -55,6 +55,7 @@ from engine.musicgen.kv_cache import CacheShape
 from engine.musicgen.loading import LoadedModel, capabilities
 from engine.musicgen.memory import HEADROOM, SlotGeometry
 from engine.musicgen.piece import decode_piece
+from engine.musicgen.prefix import Melody, conditioning_prefix, melody_of
 from engine.musicgen.windows import (
     MAX_PIECE_SECONDS,
     MAX_PROMPT_SECONDS,
@@ -80,7 +81,12 @@ class Continuation:
     prompt: PreparedAudio
 
 
-MusicgenRequest = GenerationRequest | Continuation
+MusicgenRequest = GenerationRequest | Continuation | Melody
+
+
+def generation_of(request: MusicgenRequest) -> GenerationRequest:
+    """The generation parameters of any MusicGen request."""
+    return request if isinstance(request, GenerationRequest) else request.request
 
 
 @dataclass
@@ -101,6 +107,7 @@ class _Row:
     admitted_at: float
     piece: torch.Tensor  # (codebooks, frames) so far: a continuation's prompt codes, then every window's
     continuation: Continuation | None = None
+    prefix: int = 0  # decoder positions before the slot's audio (a melody checkpoint's conditioning)
     prompt_samples: int = 0  # samples the prompt codes encode (the end of the continuation's audio)
     window: int = 0  # index of the window decoding now
     position: int = 0  # the slot's position in its window
@@ -146,15 +153,17 @@ class MusicgenBackend(Backend[MusicgenRequest]):
         self._geometry = SlotGeometry.of(model)
         self._free_bytes = free_bytes
         self._record_codes = record_codes
+        self._step = DecodeStep(model)
+        # Melody checkpoints condition through a decoder prefix (``engine.musicgen.prefix``), one window long.
+        self._melody = not self._step.cross_attention
         self.capabilities = capabilities(
             loaded,
             max_batch,
-            max_duration_s=MAX_PIECE_SECONDS,
-            operations=frozenset({"generate", "continue"}),
+            max_duration_s=WINDOW_SECONDS if self._melody else MAX_PIECE_SECONDS,
+            operations=frozenset({"generate", "melody"} if self._melody else {"generate", "continue"}),
         )
         self._frame_samples = frame_samples(model)
         self._delay_tail = model.decoder.num_codebooks // model.config.decoder.audio_channels - 1
-        self._step = DecodeStep(model)
         self._cuda = self._device.type == "cuda"
         self._graphs = CudaGraphs(self._step) if self._cuda and cuda_graphs else None
         self._in_flight = steps_in_flight if self._cuda else 1
@@ -169,14 +178,19 @@ class MusicgenBackend(Backend[MusicgenRequest]):
     def validate(self, operation: str, params: Mapping[str, Any]) -> MusicgenRequest:
         """``generate``: a ``GenerationRequest``. ``continue``: the same parameters plus ``source_audio``
         (an ``engine.conditioning.DecodedAudio``), whose end prompts the decoder; ``duration`` is what is
-        added."""
-        if operation != "continue":
-            return validate_generation(operation, params, max_duration_s=MAX_PIECE_SECONDS)
+        added. ``melody`` (melody checkpoints): the same plus ``source_audio``, the tune to follow."""
+        limit = self.capabilities.max_duration_s
+        if operation in ("continue", "melody") and operation not in self.capabilities.operations:
+            raise InvalidRequest([FieldError(f"{operation}_from", self._unsupported(operation))])
+        if operation not in ("continue", "melody"):
+            return validate_generation(operation, params, max_duration_s=limit)
         fields = dict(params)
         source = fields.pop("source_audio", None)
         if not isinstance(source, DecodedAudio):
-            raise InvalidRequest([FieldError("source_audio", "continue needs the audio to continue")])
-        request = validate_generation("generate", fields, max_duration_s=MAX_PIECE_SECONDS)
+            raise InvalidRequest([FieldError("source_audio", f"{operation} needs the audio to {operation}")])
+        request = validate_generation("generate", fields, max_duration_s=limit)
+        if operation == "melody":
+            return melody_of(request, source)
         prompt = prepare_audio(
             source,
             sample_rate=self.capabilities.sample_rate,
@@ -186,9 +200,21 @@ class MusicgenBackend(Backend[MusicgenRequest]):
         )
         return Continuation(request, prompt)
 
+    def _unsupported(self, operation: str) -> str:
+        model = self.capabilities.model_id
+        if operation == "melody":
+            return (
+                f"model {model!r} has no melody conditioning; use a MusicGen-Melody checkpoint "
+                "(model 'melody' or 'melody-large'), or leave melody_from out"
+            )
+        return (
+            f"model {model!r} conditions on a melody and does not continue audio; use a text checkpoint "
+            "(model 'small', 'medium' or 'large') to continue, or leave continue_from out"
+        )
+
     def plan(self, request: MusicgenRequest) -> WindowPlan:
         """The windows ``request`` decodes (``engine.musicgen.windows``)."""
-        generation = request.request if isinstance(request, Continuation) else request
+        generation = generation_of(request)
         prompt_frames = 0
         if isinstance(request, Continuation):
             prompt_frames = request.prompt.audio.shape[1] // self._frame_samples
@@ -220,7 +246,7 @@ class MusicgenBackend(Backend[MusicgenRequest]):
         if grow <= HEADROOM * free:
             return Admission(Decision.NOW)
         need = self._geometry.slot_bytes(self._positions(self.plan(request)), shape.text_length)
-        duration = request.request.duration if isinstance(request, Continuation) else request.duration
+        duration = generation_of(request).duration
         reason = (
             f"a {duration:g} s request needs {memory.gigabytes(grow)} more for its batch "
             f"({memory.gigabytes(need)} per slot) and {self._device} has {memory.gigabytes(free)} free"
@@ -240,8 +266,7 @@ class MusicgenBackend(Backend[MusicgenRequest]):
         self._ensure_room(self._shape_for(request))
         assert self._state is not None
         continuation = request if isinstance(request, Continuation) else None
-        generation = continuation.request if continuation is not None else request
-        assert isinstance(generation, GenerationRequest)
+        generation = generation_of(request)
         plan = self.plan(request)
         self._step.ensure_positions(self._state.shape.length)
         seed = secrets.randbelow(SEED_SPACE) if generation.seed is None else generation.seed
@@ -252,9 +277,19 @@ class MusicgenBackend(Backend[MusicgenRequest]):
             if continuation is not None:
                 prompt = encode_prompt(self._model, continuation.prompt.audio)
                 piece, prompt_samples = prompt.codes, prompt.samples
-            text = encode_text(self._model, self._processor, generation.prompt, self._device)
             first = plan.windows[0]
-            self._state.start(slot, generation, first.frames, text)
+            prefix = 0
+            if self._melody:
+                chroma = request.chroma if isinstance(request, Melody) else None
+                states = conditioning_prefix(
+                    self._model, self._processor, generation.prompt, chroma, self._device
+                )
+                self._state.start(slot, generation, first.frames, [])
+                self._step.prefill_prefix(self._state, slot, states)
+                prefix = int(states.shape[1])
+            else:
+                text = encode_text(self._model, self._processor, generation.prompt, self._device)
+                self._state.start(slot, generation, first.frames, text)
             if first.context_frames:
                 self._state.restart(slot, first.frames, first.prompt(piece))
                 self._step.prefill(self._state, slot)
@@ -271,6 +306,7 @@ class MusicgenBackend(Backend[MusicgenRequest]):
             continuation=continuation,
             prompt_samples=prompt_samples,
             position=first.context_frames,
+            prefix=prefix,
         )
         self._slots[slot] = row
         self._rows[request_id] = row
@@ -325,7 +361,7 @@ class MusicgenBackend(Backend[MusicgenRequest]):
         highest = max(row.slot for row in live if row.slot is not None) + 1
         if self._cuda:
             slots = CudaGraphs.bucket(highest, state.shape.slots)
-            reach = max(row.launched for row in live) + 1
+            reach = max(row.prefix + row.launched for row in live) + 1
             length = min(round_up(reach, LENGTH_BUCKET), state.shape.length)
             if self._graphs is not None:
                 self._graphs.run(state, slots, length)
@@ -335,7 +371,7 @@ class MusicgenBackend(Backend[MusicgenRequest]):
             positions = [0] * state.shape.slots
             for row in live:
                 assert row.slot is not None
-                positions[row.slot] = row.position
+                positions[row.slot] = row.prefix + row.position
             self._step.exact(
                 state, highest, sorted(row.slot for row in live if row.slot is not None), positions
             )
@@ -483,7 +519,7 @@ class MusicgenBackend(Backend[MusicgenRequest]):
 
     def _shape_for(self, request: MusicgenRequest) -> CacheShape:
         """The buffer shape the batch needs once ``request`` is in."""
-        text = request.request.prompt if isinstance(request, Continuation) else request.prompt
+        text = generation_of(request).prompt
         tokens = int(tokenize(self._processor, text, torch.device("cpu"))["input_ids"].shape[1])
         steps = self._positions(self.plan(request))
         slot = self._free_slot()
@@ -495,6 +531,8 @@ class MusicgenBackend(Backend[MusicgenRequest]):
             steps, tokens, slots = max(steps, longest), max(tokens, CUDA_TEXT_TOKENS), capacity
         else:
             slots = CudaGraphs.bucket(slot + 1, capacity)
+        if self._melody:  # chroma frames and text are positions before the audio, not cross-attention room
+            steps, tokens = steps + int(self._model.config.chroma_length) + tokens, 0
         current = self._state.shape if self._state is not None else None
         heads = int(config.num_attention_heads)
         return CacheShape(

@@ -40,6 +40,7 @@ Size = Literal["tiny", "small"]
 
 SAMPLE_RATE = 32_000
 CODEBOOK_SIZE = 2048  # decoder vocab; pad = bos = decoder_start = 2048 (the embedding's extra row)
+MELODY_PROJECTION_GAIN = 50.0  # random melody checkpoints: how much louder the chroma speaks (see below)
 
 # Music prompts: the tiny tokenizer's training text, and the prompts benchmarks generate from.
 SAMPLE_PROMPTS = (
@@ -151,7 +152,7 @@ def build_random_checkpoint(
 
     ``melody`` builds a MusicGen-Melody checkpoint. Its processor cannot be saved here (the melody feature
     extractor needs torchaudio, which has no build for this torch), so it gets the tokenizer files only; the
-    engine conditions on text alone and reads nothing else.
+    engine computes the chroma itself (``engine.musicgen.chroma``) and reads nothing else.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -167,6 +168,11 @@ def build_random_checkpoint(
         for layer in quantizer.layers:
             layer.codebook.embed.normal_()
             layer.codebook.embed_avg.copy_(layer.codebook.embed)
+        if melody:
+            # Initialised like every linear layer (std 0.02), the chroma projection is drowned by the unit
+            # positional embeddings of the prefix and a tune would not change a single greedy code: scaled
+            # up, the tune steers the decoder, so tests can tell a melody request from a text-only one.
+            model.audio_enc_to_dec_proj.weight.mul_(MELODY_PROJECTION_GAIN)
     model.generation_config = GenerationConfig(
         do_sample=True,
         guidance_scale=3.0,

@@ -16,6 +16,10 @@ the same weights differently:
 - the delay pattern is computed per slot from its position and frame count; it is undone once, by a gather,
   when the slot finishes;
 - keys and values live in a static cache (``engine.musicgen.kv_cache``) written at each row's own position.
+- MusicGen-Melody checkpoints have no cross-attention: their conditioning (chroma, then text) is a prefix of
+  the decoder's sequence, written into the slot's cache when it is admitted (``DecodeStep.prefill_prefix``,
+  ``engine.musicgen.prefix``); the slot's audio positions follow it, and every cross-attention step is
+  skipped.
 
 Two ways to run a step, both computing what ``generate`` computes for each row:
 
@@ -148,6 +152,8 @@ class DecodeState:
         self.prompt = torch.zeros(
             slots, dtype=torch.long, device=device
         )  # leading frames copied, not sampled
+        # Decoder positions before the slot's audio: a melody checkpoint's conditioning prefix (0 otherwise).
+        self.prefix = torch.zeros(slots, dtype=torch.long, device=device)
         self.noise = torch.ones((slots, self.codebooks, self.vocab_size), dtype=torch.float32, device=device)
         self.nonfinite = torch.zeros(slots, dtype=torch.bool, device=device)  # the row's logits went NaN/inf
         self.params = SamplingParams.empty(slots, self.vocab_size, device)
@@ -179,6 +185,7 @@ class DecodeState:
         self.live = widened(self.live, 0)
         self.frames = widened(self.frames, 0)
         self.prompt = widened(self.prompt, 0)
+        self.prefix = widened(self.prefix, 0)
         self.noise = widened(self.noise, 1.0)
         self.nonfinite = widened(self.nonfinite, False)
         params = SamplingParams.empty(new.slots, self.vocab_size, self.device)
@@ -202,6 +209,7 @@ class DecodeState:
         self.position[slot] = 0
         self.frames[slot] = frames
         self.prompt[slot] = 0
+        self.prefix[slot] = 0
         self.nonfinite[slot] = False
         self.live[slot] = 1
 
@@ -225,6 +233,7 @@ class DecodeState:
         """Free ``slot``: it stops advancing and writes (harmlessly) at its position 0 until reused."""
         self.live[slot] = 0
         self.position[slot] = 0
+        self.prefix[slot] = 0
 
     def frames_of(self, slot: int, frames: int) -> torch.Tensor:
         """Undo the delay pattern for one slot: its (codebooks, frames) codes (a new tensor)."""
@@ -258,6 +267,8 @@ class DecodeStep:
         self.lm_heads = model.decoder.lm_heads
         self.heads = config.num_attention_heads
         self.embed_positions = decoder.embed_positions
+        # MusicGen-Melody has no cross-attention: its conditioning is a prefix of the sequence instead.
+        self.cross_attention = hasattr(self.layers[0], "encoder_attn")
 
     def ensure_positions(self, length: int) -> None:
         if self.embed_positions.weights.size(0) < length:  # as transformers does lazily
@@ -265,7 +276,7 @@ class DecodeStep:
 
     def exact(self, state: DecodeState, slots: int, live: Sequence[int], positions: Sequence[int]) -> None:
         """One step, attention reading exactly each slot's written positions. ``live`` are the decoding
-        slots (< ``slots``) and ``positions[slot]`` their host-side positions."""
+        slots (< ``slots``) and ``positions[slot]`` their host-side cache positions (prefix included)."""
         self_runs = runs(live, lambda slot: positions[slot])
         text_runs = runs(live, lambda slot: state.cache.text_tokens[slot])
         self._step(state, slots, ("exact", self_runs, text_runs))
@@ -282,7 +293,7 @@ class DecodeStep:
             hidden = hidden + self.embed_tokens[codebook](tokens[:, codebook])
         hidden = hidden[:, None].repeat_interleave(2, dim=0)  # rows 2i, 2i+1: slot i with and without text
         position = state.position[:slots]
-        row_position = position.repeat_interleave(2)
+        row_position = (position + state.prefix[:slots]).repeat_interleave(2)
         hidden = hidden + self.embed_positions.weights.index_select(0, row_position)[:, None]
         causal = None
         if mode[0] == "masked":
@@ -313,9 +324,9 @@ class DecodeStep:
         position += state.live[:slots]
 
     def prefill(self, state: DecodeState, slot: int) -> None:
-        """Keys and values of a restarted slot's prompt positions, all in one pass over the decoder (causal
-        attention over the prompt, as transformers' ``generate`` prefills an audio prompt). Its rows only:
-        the other slots are not touched."""
+        """Keys and values of a restarted slot's prompt positions, after its prefix, all in one pass over the
+        decoder (causal attention over the prompt, as transformers' ``generate`` prefills an audio prompt).
+        Its rows only: the other slots are not touched."""
         context = int(state.prompt[slot])
         codes = state.codes[slot]
         inputs = torch.cat(
@@ -325,31 +336,55 @@ class DecodeStep:
         for codebook in range(1, len(self.embed_tokens)):
             hidden = hidden + self.embed_tokens[codebook](inputs[codebook])
         hidden = hidden[None].repeat_interleave(2, dim=0)  # (2, context, hidden): with and without text
-        hidden = hidden + self.embed_positions.weights[:context][None]
+        self._prefill(state, slot, hidden, start=int(state.prefix[slot]))
+
+    def prefill_prefix(self, state: DecodeState, slot: int, prefix: torch.Tensor) -> None:
+        """Keys and values of a melody checkpoint's conditioning ``prefix`` (2, positions, hidden): the
+        conditional and the unconditional row's (``engine.musicgen.prefix``). The slot's audio then starts
+        after it, as ``generate`` puts the conditioning before the decoder's first token."""
+        self._prefill(state, slot, prefix, start=0)
+        state.prefix[slot] = prefix.shape[1]
+
+    def _prefill(self, state: DecodeState, slot: int, hidden: torch.Tensor, start: int) -> None:
+        """Run ``hidden`` (2, positions, hidden) through the decoder at cache positions ``start`` onwards of
+        ``slot``'s two rows, attending causally to them and to everything before ``start``."""
+        length = int(hidden.shape[1])
+        end = start + length
+        hidden = hidden + self.embed_positions.weights[start:end][None]
+        causal = None
+        if start:
+            causal = (
+                torch.arange(end, device=state.device)
+                <= start + torch.arange(length, device=state.device)[:, None]
+            )
         rows = slice(2 * slot, 2 * slot + 2)
-        tokens = state.cache.text_tokens[slot]
         for index, layer in enumerate(self.layers):
             attention = layer.self_attn
             normed = layer.self_attn_layer_norm(hidden)
             query = _split_heads(attention.q_proj(normed), self.heads)
-            keys = _split_heads(attention.k_proj(normed), self.heads)
-            values = _split_heads(attention.v_proj(normed), self.heads)
-            state.cache.keys[index, rows, :, :context] = keys
-            state.cache.values[index, rows, :, :context] = values
-            attended = F.scaled_dot_product_attention(
-                query, keys, values, is_causal=True, scale=attention.scaling
-            )
-            hidden = hidden + attention.out_proj(_merge_heads(attended))
-            attention = layer.encoder_attn
-            conditional = hidden[0:1]
-            query = _split_heads(attention.q_proj(layer.encoder_attn_layer_norm(conditional)), self.heads)
+            state.cache.keys[index, rows, :, start:end] = _split_heads(attention.k_proj(normed), self.heads)
+            state.cache.values[index, rows, :, start:end] = _split_heads(attention.v_proj(normed), self.heads)
             attended = F.scaled_dot_product_attention(
                 query,
-                state.cache.cross_keys[index, slot : slot + 1, :, :tokens],
-                state.cache.cross_values[index, slot : slot + 1, :, :tokens],
+                state.cache.keys[index, rows, :, :end],
+                state.cache.values[index, rows, :, :end],
+                attn_mask=causal,
+                is_causal=causal is None,
                 scale=attention.scaling,
             )
-            conditional += attention.out_proj(_merge_heads(attended))
+            hidden = hidden + attention.out_proj(_merge_heads(attended))
+            if self.cross_attention:
+                tokens = state.cache.text_tokens[slot]
+                attention = layer.encoder_attn
+                conditional = hidden[0:1]
+                query = _split_heads(attention.q_proj(layer.encoder_attn_layer_norm(conditional)), self.heads)
+                attended = F.scaled_dot_product_attention(
+                    query,
+                    state.cache.cross_keys[index, slot : slot + 1, :, :tokens],
+                    state.cache.cross_values[index, slot : slot + 1, :, :tokens],
+                    scale=attention.scaling,
+                )
+                conditional += attention.out_proj(_merge_heads(attended))
             hidden = hidden + layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(hidden))))
 
     def _layer(
@@ -389,29 +424,30 @@ class DecodeStep:
         hidden = hidden + attention.out_proj(_merge_heads(attended))
 
         # Cross-attention, conditional rows only (see the module docstring), added in place.
-        attention = layer.encoder_attn
-        conditional = hidden[0::2]
-        query = _split_heads(attention.q_proj(layer.encoder_attn_layer_norm(conditional)), self.heads)
-        cross_keys, cross_values = state.cache.cross_keys[index], state.cache.cross_values[index]
-        slots = conditional.shape[0]
-        if mode[0] == "masked":
-            attended = F.scaled_dot_product_attention(
-                query,
-                cross_keys[:slots],
-                cross_values[:slots],
-                attn_mask=state.cache.cross_mask[:slots],
-                scale=attention.scaling,
-            )
-        else:
-            attended = torch.zeros_like(query)
-            for start, end, tokens in mode[2]:
-                attended[start:end] = F.scaled_dot_product_attention(
-                    query[start:end],
-                    cross_keys[start:end, :, :tokens],
-                    cross_values[start:end, :, :tokens],
+        if self.cross_attention:
+            attention = layer.encoder_attn
+            conditional = hidden[0::2]
+            query = _split_heads(attention.q_proj(layer.encoder_attn_layer_norm(conditional)), self.heads)
+            cross_keys, cross_values = state.cache.cross_keys[index], state.cache.cross_values[index]
+            slots = conditional.shape[0]
+            if mode[0] == "masked":
+                attended = F.scaled_dot_product_attention(
+                    query,
+                    cross_keys[:slots],
+                    cross_values[:slots],
+                    attn_mask=state.cache.cross_mask[:slots],
                     scale=attention.scaling,
                 )
-        conditional += attention.out_proj(_merge_heads(attended))
+            else:
+                attended = torch.zeros_like(query)
+                for start, end, tokens in mode[2]:
+                    attended[start:end] = F.scaled_dot_product_attention(
+                        query[start:end],
+                        cross_keys[start:end, :, :tokens],
+                        cross_values[start:end, :, :tokens],
+                        scale=attention.scaling,
+                    )
+            conditional += attention.out_proj(_merge_heads(attended))
 
         normed = layer.final_layer_norm(hidden)
         return hidden + layer.fc2(layer.activation_fn(layer.fc1(normed)))

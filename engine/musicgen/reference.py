@@ -1,7 +1,9 @@
 """Generation through transformers' own ``generate``, one request at a time.
 
-This is the path for melody checkpoints (``ReferenceBackend``), the baseline of the benchmarks and the
-reference the batching decode step (``engine.musicgen.decode``) is checked against.
+The baseline of the benchmarks (``bench/benchmark.py``), the reference the batching decode step
+(``engine.musicgen.decode``) is checked against, and backend "reference" (``DGX_MUSIC_BACKEND``), which
+serves text-conditioned requests one at a time. Every checkpoint, melody included, decodes in the batching
+loop by default (``engine.musicgen.backend``).
 ``generate_batch(model, processor, requests, seeds, device, on_step, is_cancelled)`` returns raw float32
 audio (channels × samples, exactly ``round(duration * rate)`` samples, not post-processed), or ``None`` for a
 cancelled row.
@@ -150,8 +152,8 @@ _ONE_AT_A_TIME = threading.Lock()
 
 
 class ReferenceBackend(Backend[GenerationRequest]):
-    """transformers' ``generate`` behind the ``Backend`` interface, for checkpoints the decode loop does not
-    cover (melody). One request at a time: ``generate`` runs on a helper thread that waits at every decode
+    """transformers' ``generate`` behind the ``Backend`` interface (backend "reference"), text-conditioned
+    requests only. One request at a time: ``generate`` runs on a helper thread that waits at every decode
     step until ``step()`` lets it take the next one, so progress, cancellation and time limits work as they do
     for the batching backend."""
 
