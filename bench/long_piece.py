@@ -9,15 +9,20 @@ to the short ones (the issue's target: within ±15 %).
 
 ```sh
 python -m bench.long_piece                    # musicgen-small architecture, random weights (slow on a CPU)
+python -m bench.long_piece --dtype int8 --threads 1   # on a busy shared CPU (what bench/README.md ran)
 python -m bench.long_piece --quick            # tiny checkpoint, a 60 s piece vs two 30 s pieces: a minute
 python -m bench.long_piece --checkpoint DIR --json out.json
 ```
+
+The musicgen-small checkpoint is reused from ``bench.benchmark``'s places when a complete one is there,
+else built (about a minute, 2.3 GB) where ``bench.benchmark`` keeps its own, so later runs reuse it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from collections.abc import Sequence
@@ -26,7 +31,7 @@ from typing import Any
 
 import torch
 
-from bench.benchmark import SHARED_SMALL, is_complete
+from bench.benchmark import OWN_SMALL, SHARED_SMALL, is_complete
 from engine import loading
 from engine.backend import run_to_completion
 from engine.musicgen import loading as musicgen_loading
@@ -41,11 +46,11 @@ def _checkpoint(args: argparse.Namespace, scratch: Path) -> Path:
         return Path(args.checkpoint)
     if args.quick:
         return build_random_checkpoint(scratch / "musicgen-tiny")
-    if is_complete(SHARED_SMALL):
-        return SHARED_SMALL
-    directory = scratch / "musicgen-small"
-    print(f"building a random musicgen-small checkpoint in {directory} ...", flush=True)
-    return build_random_checkpoint(directory, size="small")
+    for directory in (SHARED_SMALL, OWN_SMALL):
+        if is_complete(directory):
+            return directory
+    print(f"building a random musicgen-small checkpoint in {OWN_SMALL} ...", flush=True)
+    return build_random_checkpoint(OWN_SMALL, size="small")
 
 
 def _scenario(
@@ -94,6 +99,7 @@ def run(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     return {
         "device": str(device),
         "dtype": str(loaded.dtype),
+        "torch_threads": torch.get_num_threads(),
         "checkpoint": str(loaded.model.name_or_path),
         "context_seconds": args.context,
         "scenarios": [long, short],
@@ -110,6 +116,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--context", type=float, default=10.0, help="context_seconds (default 10)")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: the engine's choice)")
     parser.add_argument("--dtype", help="float32, bfloat16, float16 (default: the engine's choice)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's; 1 on a busy CPU)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results to PATH as JSON")
     args = parser.parse_args(argv)
     if args.seconds is None:
@@ -117,12 +124,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def _loads(loads: tuple[float, float, float]) -> str:
+    return " ".join(f"{load:.2f}" for load in loads)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_grad_enabled(False)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="dgx-long-piece-") as scratch:
         result = run(args, Path(scratch))
-    print(f"{result['checkpoint']} on {result['device']} ({result['dtype']}), context {args.context:g} s")
+    result["load_average"] = {"start": load_before, "end": os.getloadavg()}
+    print(
+        f"{result['checkpoint']} on {result['device']} ({result['dtype']}, {result['torch_threads']} torch "
+        f"threads), context {args.context:g} s; load average at start {_loads(load_before)}, at end "
+        f"{_loads(result['load_average']['end'])} ({os.cpu_count()} CPUs)"
+    )
     print(f"{'scenario':<24} {'audio s':>8} {'steps':>7} {'wall s/s':>9} {'cpu s/s':>8}")
     for row in result["scenarios"]:
         print(
