@@ -156,6 +156,17 @@ def test_melody_validation_prepares_the_tune_and_names_what_is_wrong(
     assert message.startswith("melody_from: model ") and "has no melody conditioning" in message
 
 
+def test_melody_checkpoints_are_known_without_loading_them(
+    tiny_melody_checkpoint: Path, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    assert loading.conditions_on_melody(str(tiny_melody_checkpoint))
+    assert not loading.conditions_on_melody(str(tiny_checkpoint))
+    assert not loading.conditions_on_melody(str(tmp_path / "nothing-here"))
+    assert loading.conditions_on_melody("facebook/musicgen-melody-large")
+    assert loading.conditions_on_melody("facebook/musicgen-stereo-melody")
+    assert not loading.conditions_on_melody("facebook/musicgen-small")
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_melody_rows_replay_in_cuda_graphs_as_they_decode_eagerly(tiny_melody_checkpoint: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import warnings
@@ -103,12 +104,25 @@ def _load(model_id: str, device: torch.device, dtype: torch.dtype, local_files_o
     )
 
 
+def conditions_on_melody(model_id: str) -> bool:
+    """Whether ``model_id`` is a MusicGen-Melody checkpoint, known without loading it (so a ``melody_from``
+    request for another model is refused before it is queued): a local directory by its config.json's
+    ``model_type``, a hub id by its name (every published melody checkpoint has "melody" in it)."""
+    if looks_like_path(model_id):
+        try:
+            config = json.loads((Path(model_id).expanduser() / "config.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(config, dict) and config.get("model_type") == "musicgen_melody"
+    return "melody" in model_id.rsplit("/", 1)[-1].lower()
+
+
 def _load_processor(source: str, melody: bool, options: dict[str, Any]) -> Any:
     """The checkpoint's processor; for melody checkpoints its tokenizer.
 
     The melody processor's feature extractor (chroma of a reference tune) requires torchaudio, whose builds
-    lag torch's; generation here is conditioned on text only, which the tokenizer alone handles with the same
-    ``processor(text=[...], padding=True, return_tensors="pt")`` call.
+    lag torch's; the engine computes the chroma itself (``engine.musicgen.chroma``), and the tokenizer alone
+    handles the text with the same ``processor(text=[...], padding=True, return_tensors="pt")`` call.
     """
     from transformers import AutoProcessor, AutoTokenizer
 
