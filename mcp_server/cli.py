@@ -55,6 +55,7 @@ class TransportName(enum.StrEnum):
 class ArrangementName(enum.StrEnum):
     sequential = "sequential"
     stacked = "stacked"
+    song = "song"
 
 
 Home = Annotated[Path | None, typer.Option("--home", help="Data directory (env DGX_MUSIC_HOME).")]
@@ -371,9 +372,17 @@ def history(
 def _history_entry(job: Job) -> str:
     """One job as a short block: a header line, the prompt, then the file (or the error)."""
     seed = "" if job.params.seed is None else f"  seed {job.params.seed}"
+    seconds = job.audio.duration_s if job.audio is not None else job.params.duration
+    length = "" if seconds is None else f"{seconds:g} s"
+    lineage = job.lineage
+    derived = ""
+    if lineage is not None and lineage.parent_id is not None:  # stems, edits, ...: what and from which job
+        derived = (
+            f"  {lineage.operation}{' ' + lineage.stem if lineage.stem else ''} of {lineage.parent_id[:8]}"
+        )
     header = (
         f"{job.job_id[:8]}  {job.created_at:%Y-%m-%d %H:%M}  {job.status}  "
-        f"{job.params.duration:g} s{seed}  {Path(job.model).name}"
+        f"{length}{seed}  {Path(job.model).name}{derived}"
     )
     if job.audio is not None:
         loudness = "" if job.audio.loudness_lufs is None else f"  {job.audio.loudness_lufs:.1f} LUFS"
@@ -393,7 +402,10 @@ def export(
     ],
     name: Annotated[str, typer.Option("--name", "-n", help="Session name (1-100 characters).")],
     arrangement: Annotated[
-        ArrangementName, typer.Option(help="sequential (one after another) or stacked (all at 0).")
+        ArrangementName,
+        typer.Option(
+            help="sequential (one after another), stacked (all at 0) or song (a piece and its stems)."
+        ),
     ] = ArrangementName.sequential,
     gap: Annotated[
         float, typer.Option(min=0, max=60, help="Seconds of silence between clips (sequential), 0-60.")
@@ -415,7 +427,7 @@ def export(
                 service,
                 job_ids,
                 name,
-                arrangement="stacked" if arrangement is ArrangementName.stacked else "sequential",
+                arrangement=arrangement.value,
                 gap_seconds=gap,
                 bpm=bpm,
                 enable_osc=osc,
@@ -448,7 +460,13 @@ def doctor(
 
 @app.command()
 def pull(
-    model: Annotated[str, typer.Argument(help="Alias (small, medium, ...), hub id or path.")],
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="Alias (small, medium, ..., ace-step, ace-step-base, htdemucs, htdemucs_6s, htdemucs_ft), "
+            "hub id or path."
+        ),
+    ],
     skip_if_offline: Annotated[
         bool,
         typer.Option("--skip-if-offline", help="When huggingface.co cannot be reached, say so and exit 0."),
@@ -512,3 +530,8 @@ def db_current(home: Home = None, database_url: DatabaseUrl = None) -> None:
         engine.dispose()
     state = "up to date" if current == head else f"behind head {head}: run `dgx-music db upgrade`"
     out.print(f"database at revision {current or 'none (empty)'}: {state}", highlight=False)
+
+
+from mcp_server import cli_stems  # noqa: E402  # registers `dgx-music stems` on this app
+
+cli_stems.register(app)

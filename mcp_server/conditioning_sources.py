@@ -22,11 +22,11 @@ from engine.conditioning import decode_inline_audio, read_audio_file
 from engine.musicgen.windows import MAX_PROMPT_SECONDS
 from mcp_server.config import Settings
 from mcp_server.inputs import InputPathError, resolve_input
+from mcp_server.schemas import all_params
 from storage import AmbiguousId, Generation, Lineage, NotFound, Operation, Store
 
 INLINE_DIR = Path("inputs") / "inline"
 SOURCE_KEY = "continue_source"  # metadata: the absolute path of the audio to continue
-CONTEXT_KEY = "context_seconds"  # metadata: seconds of context that prompt each next window
 _INLINE_MIN_CHARS = 256  # shorter values are ids or paths: a base64 WAV of 1 s is far longer
 
 
@@ -134,13 +134,12 @@ def _inline(text: str, argument: str, settings: Settings) -> Source:
 
 
 def engine_call(generation: Generation) -> tuple[str, dict[str, Any]]:
-    """The engine operation and parameters of a claimed job: ``generate``, or ``continue`` with the
-    source audio decoded (its last ``MAX_PROMPT_SECONDS`` only)."""
-    params: dict[str, Any] = {"prompt": generation.prompt, **generation.params}
-    metadata = generation.metadata or {}
-    if CONTEXT_KEY in metadata:
-        params[CONTEXT_KEY] = metadata[CONTEXT_KEY]
-    source = metadata.get(SOURCE_KEY)
+    """The engine operation and parameters of a claimed generation job: ``generate``, or ``continue`` with
+    the source audio decoded (its last ``MAX_PROMPT_SECONDS`` only)."""
+    params: dict[str, Any] = {"prompt": generation.prompt, **all_params(generation)}
+    if generation.params.get("loudness_lufs") is None:
+        params["loudness_lufs"] = None  # asked for: keep the level as generated (not the default target)
+    source = (generation.metadata or {}).get(SOURCE_KEY)
     if source is None:
         return "generate", params
     params["source_audio"] = read_audio_file(

@@ -66,6 +66,17 @@ class Settings(BaseModel):
     allowed_hosts: str | None = Field(
         None, description="Extra Host names (comma-separated) HTTP clients may use, e.g. behind a proxy."
     )
+    model_paths: str | None = Field(
+        None,
+        description="Aliases the operator maps to local checkpoint directories, NAME=DIR comma-separated, "
+        "e.g. "
+        "'ace-step=/models/acestep,htdemucs=/models/htdemucs': clients naming NAME get DIR.",
+        pattern=r"^\s*[^=,\s][^=,]*=[^,]+(,\s*[^=,\s][^=,]*=[^,]+)*\s*$",
+    )
+    edit_model: str = Field(
+        "ace-step", min_length=1, description="The ACE-Step model edit_music and remix use unless told."
+    )
+    separator: str = Field("htdemucs", min_length=1, description="The default stem separator (Demucs).")
     input_dirs: str | None = Field(
         None,
         description="Directories (separated by ':') whose audio files requests may continue or follow; "
@@ -104,6 +115,12 @@ class Settings(BaseModel):
             return (self.home / "inputs", self.sessions_dir)
         entries = [entry.strip() for entry in self.input_dirs.split(os.pathsep) if entry.strip()]
         return tuple(self.home / Path(entry).expanduser() for entry in entries)
+
+    @property
+    def model_directories(self) -> dict[str, str]:
+        """DGX_MUSIC_MODEL_PATHS as {alias (lower case): directory}."""
+        pairs = (entry.split("=", 1) for entry in (self.model_paths or "").split(",") if "=" in entry)
+        return {name.strip().lower(): str(Path(path.strip()).expanduser()) for name, path in pairs}
 
     @property
     def log_file(self) -> Path:

@@ -39,6 +39,7 @@ from ardour_templates.verify import find_tool, inspect_session
 from engine import EngineError, GenerationRequest, MusicEngine, resolve_model_id
 from engine.loading import cpu_has_native_bf16
 from engine.models import looks_like_path
+from mcp_server import families
 from mcp_server.config import ConfigError, Settings
 from mcp_server.pull import cached_snapshot, weight_files
 
@@ -359,6 +360,16 @@ class Doctor:
             "model weights", "pass", f"{model_id}: {len(weights)} file(s), {_size(size)} at {directory}"
         )
 
+    def check_licences(self) -> Check:
+        """Which licence applies to each model this server uses (MusicGen's weights are non-commercial)."""
+        settings = self.settings
+        named = {"model": settings.model, "edit model": settings.edit_model, "separator": settings.separator}
+        parts = []
+        for role, name in named.items():
+            model_id = families.resolve_name(name)  # the published model's terms, even when mapped to a dir
+            parts.append(f"{role} {name}: {families.licence_of(model_id)}")
+        return Check("licences", "pass", "; ".join(parts))
+
     def check_generation(self) -> Check:
         if self.device is None or not self.weights_found:
             return Check("generation", "skip", "needs a usable device and the model weights")
@@ -514,6 +525,7 @@ def run_doctor(
     if not gpu_only:
         steps += [
             doctor.check_weights,
+            doctor.check_licences,
             doctor.check_generation,
             doctor.check_data_dir,
             doctor.check_database,

@@ -31,8 +31,10 @@ from rich.progress import (
 )
 from tqdm.std import tqdm
 
-from engine import EngineError, ModelNotAvailableError, MusicEngine, resolve_model_id
+from engine import EngineError, ModelNotAvailableError, MusicEngine, demucs
 from engine.models import looks_like_path
+from mcp_server import families
+from mcp_server.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -145,10 +147,15 @@ def pull_model(model: str, console: Console, *, skip_if_offline: bool = False) -
     ``skip_if_offline``: when the hub cannot be reached, say so and return instead of failing (the README's
     first command pulls the default model on machines that can, and starts the server either way).
     """
-    model_id = resolve_model_id(model)
+    family = families.family_of(families.resolve_name(model))
+    separator = demucs.PUBLISHED.get(model.strip().lower())
+    # a separator is fetched by its repository; ACE-Step and MusicGen aliases name theirs
+    model_id = separator.repo_id if separator is not None else families.resolve_name(model)
     if looks_like_path(model_id):
         directory = Path(model_id).expanduser().resolve()
-        if not (directory / "config.json").is_file() or not weight_files(directory):
+        if family != "musicgen":
+            console.print(f"{directory} is a local {family} checkpoint: nothing to download.")
+        elif not (directory / "config.json").is_file() or not weight_files(directory):
             raise PullError(
                 f"{directory} is not a checkpoint directory (it needs config.json and model.safetensors); "
                 "give a hub id such as facebook/musicgen-small, or a directory saved with save_pretrained"
@@ -183,7 +190,27 @@ def pull_model(model: str, console: Console, *, skip_if_offline: bool = False) -
     else:
         snapshot = _download(model_id, console)
         console.print(f"{model_id} is in the cache at {snapshot}.")
-    _verify_offline_load(model_id, console)
+    name = separator.name if separator is not None else model_id
+    if family == "musicgen":
+        _verify_offline_load(model_id, console)
+    else:
+        _verify_family_load(name, family, console)
+    console.print(f"licence of {name}: {families.licence_of(name)}")
+
+
+def _verify_family_load(model_id: str, family: str, console: Console) -> None:
+    """ACE-Step and Demucs: load once from the cache alone, on the CPU, as the worker will."""
+    settings = Settings.load({}, device="cpu", dtype="bfloat16" if family == "acestep" else "float32")
+    with console.status(f"Checking that {model_id} loads offline..."), _hub_switched_off():
+        try:
+            loaded = families.load(model_id, settings)
+        except EngineError as error:
+            raise PullError(f"{model_id} was fetched but does not load: {error}") from None
+    loaded.core.close()
+    console.print(
+        f"[green]OK[/] {model_id} loads offline in {loaded.load_seconds:.1f} s: it can serve with "
+        "HF_HUB_OFFLINE=1."
+    )
 
 
 def _download(model_id: str, console: Console) -> Path:

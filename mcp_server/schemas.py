@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from engine import GenerationRequest
 
@@ -51,7 +51,14 @@ def _request_field(name: str, **extra: Any) -> Any:
 # --- tool arguments ---------------------------------------------------------------------------------------
 
 Prompt = Annotated[str, _request_field("prompt", pattern=r"\S")]  # not blank
-Duration = Annotated[float, _request_field("duration")]
+Duration = Annotated[
+    float,
+    Field(
+        ge=1,
+        le=600,
+        description="Length in seconds. MusicGen: 1-30; ACE-Step: 10-600 (songs up to 10 minutes).",
+    ),
+]
 Seed = Annotated[int | None, _request_field("seed")]
 Temperature = Annotated[float, _request_field("temperature")]
 TopK = Annotated[int, _request_field("top_k")]
@@ -125,8 +132,12 @@ SessionName = Annotated[
     ),
 ]
 Arrangement = Annotated[
-    Literal["sequential", "stacked"],
-    Field(description="sequential: one clip after another on the timeline; stacked: all clips start at 0."),
+    Literal["sequential", "stacked", "song"],
+    Field(
+        description="sequential: one clip after another on the timeline; stacked: all clips start at 0; "
+        "song: a piece and its parts by lineage - the mix (muted when stems are present) and its stems at 0, "
+        "edits at their section's offset with markers at its bounds, other takes in a Variations group."
+    ),
 ]
 GapSeconds = Annotated[
     float, Field(ge=0, le=60, description="Silence between clips in the sequential arrangement (0-60 s).")
@@ -138,26 +149,37 @@ Bpm = Annotated[float | None, Field(ge=20, le=300, description="Session tempo (2
 
 
 class JobParams(BaseModel):
-    duration: float = Field(description="Requested length in seconds.")
-    seed: int | None = Field(description="The seed used (the requested one until the job completes).")
-    temperature: float
-    top_k: int
-    top_p: float
-    guidance_scale: float
+    """The parameters a job was queued with: its family's (MusicGen: temperature, top_k, top_p; ACE-Step:
+    lyrics, bpm, key, ...; edit: start_s, end_s; stems: none). Absent ones took the model's default."""
+
+    model_config = ConfigDict(extra="allow")
+
+    duration: float | None = Field(None, description="Requested length in seconds (the source's for edits).")
+    seed: int | None = Field(None, description="The seed used (the requested one until the job completes).")
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    guidance_scale: float | None = None
     loudness_lufs: float | None = Field(
-        description="Requested integrated loudness target; null = as generated."
+        None, description="Requested integrated loudness target; null = as generated."
     )
-    context_seconds: float = Field(10.0, description="Context that prompts each next 30 s window.")
+    context_seconds: float | None = Field(
+        None, description="MusicGen: seconds of context that prompt each next 30 s window."
+    )
 
 
 class LineageInfo(BaseModel):
-    """How a job was derived: from text alone (generate), or continuing a job or an input file."""
+    """How a generation was derived: from a prompt alone (generate), or from another generation or an input
+    file (continue, melody, edit, stems, remix)."""
 
-    operation: str = Field(description="generate, continue, melody, edit, stems or remix.")
-    parent_id: str | None = Field(description="The job this one continues or was derived from.")
-    source_job_id: str | None = Field(description="The job whose audio conditioned this one.")
-    source_file_name: str | None = Field(description="The input file that conditioned this one.")
-    source_file_sha256: str | None
+    operation: Literal["generate", "continue", "melody", "edit", "stems", "remix"]
+    parent_id: str | None = Field(description="The generation this one was derived from; null for a new one.")
+    source_job_id: str | None = Field(None, description="The job whose audio conditioned this one.")
+    source_file_name: str | None = Field(None, description="The input file that conditioned this one.")
+    source_file_sha256: str | None = None
+    stem: str | None = Field(None, description="stems: which stem (drums, bass, other, vocals, ...).")
+    section_start_s: float | None = Field(None, description="edit: start of the regenerated section (s).")
+    section_end_s: float | None = Field(None, description="edit: end of the regenerated section (s).")
 
 
 class AudioInfo(BaseModel):
@@ -191,12 +213,18 @@ class Job(BaseModel):
         "decoding, decoding audio; null once it has ended.",
     )
     audio: AudioInfo | None = Field(description="The result; present once status is completed.")
-    lineage: LineageInfo | None = Field(None, description="How the job was derived.")
+    lineage: LineageInfo | None = Field(
+        None, description="How it was derived: operation, parent, conditioning source, stem, section."
+    )
     note: str | None = Field(None, description="Something about the result to know (e.g. a trimmed source).")
 
 
 class GenerateResult(BaseModel):
     jobs: list[Job] = Field(description="One job per variation; poll unfinished ones with job_status.")
+
+
+class DeleteResult(BaseModel):
+    deleted: list[str] = Field(description="The ids deleted, the given one first.")
 
 
 class HistoryPage(BaseModel):
@@ -232,7 +260,7 @@ def job_from_generation(
         progress=1.0 if status == "completed" else progress,
         queue_position=queue_position if status == "pending" else None,
         prompt=generation.prompt,
-        params=JobParams(**generation.params, **_context(generation)),
+        params=JobParams(**all_params(generation)),
         model=generation.model_name,
         created_at=generation.created_at,
         started_at=generation.started_at,
@@ -240,22 +268,32 @@ def job_from_generation(
         error=generation.error,
         stage=stage,
         audio=audio_info(generation.id, home, generation),
-        lineage=_lineage(generation),
+        lineage=_lineage_info(generation),
         note=(generation.metadata or {}).get("note"),
     )
 
 
-def _context(generation: Any) -> dict[str, Any]:
-    context = (generation.metadata or {}).get("context_seconds")
-    return {} if context is None else {"context_seconds": context}
+def all_params(generation: Any) -> dict[str, Any]:
+    """A job's parameters: the common ones (database columns) that were given, and its family's own
+    (lyrics, bpm, key, section, strength, context_seconds, ...) kept in its metadata under "params"."""
+    metadata = generation.metadata or {}
+    common = {name: value for name, value in generation.params.items() if value is not None}
+    # jobs queued before family parameters moved under "params" kept context_seconds at the top level
+    legacy = {"context_seconds": metadata["context_seconds"]} if "context_seconds" in metadata else {}
+    return common | legacy | dict(metadata.get("params") or {})
 
 
-def _lineage(generation: Any) -> LineageInfo:
-    lineage = generation.lineage
+def _lineage_info(generation: Any) -> LineageInfo | None:
+    lineage = getattr(generation, "lineage", None)
+    if lineage is None:
+        return None
     return LineageInfo(
-        operation=str(lineage.operation),
+        operation=str(lineage.operation),  # type: ignore[arg-type]  # storage.Operation: these values
         parent_id=lineage.parent_id,
         source_job_id=lineage.source_job_id,
         source_file_name=lineage.source_file_name,
         source_file_sha256=lineage.source_file_sha256,
+        stem=lineage.stem,
+        section_start_s=lineage.section_start_s,
+        section_end_s=lineage.section_end_s,
     )

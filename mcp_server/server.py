@@ -19,7 +19,7 @@ from mcp_types import CallToolResult, ContentBlock, ResourceLink, TextContent, T
 from pydantic import BaseModel, Field
 
 from ardour_templates import SessionManifest
-from mcp_server import __version__
+from mcp_server import __version__, derive, song_args
 from mcp_server.music_server import MusicServer
 from mcp_server.schemas import (
     JOB_URI,
@@ -30,6 +30,7 @@ from mcp_server.schemas import (
     ContextSeconds,
     ContinueFrom,
     Cursor,
+    DeleteResult,
     Duration,
     ExtendSeconds,
     GapSeconds,
@@ -57,7 +58,10 @@ from mcp_server.service import JobService, ServiceError, UnknownJob
 from mcp_server.sessions import export_jobs
 
 INSTRUCTIONS = """\
-Generates music from text with MusicGen and keeps a searchable history.
+Generates music from text and keeps a searchable history: MusicGen (default) for instrumental clips up to
+30 s, ACE-Step 1.5 (model="ace-step") for songs with lyrics up to 10 minutes. edit_music regenerates a
+section of any finished piece, remix restyles it, separate_stems splits it into drums/bass/other/vocals;
+list_history(family_of=job_id) lists a piece with all its parts.
 generate_music queues jobs and waits up to wait_seconds (default 45) for them; unfinished jobs come back
 with status pending/processing: call job_status(job_id, wait_seconds=...) until the status is completed,
 failed or cancelled. A completed job has audio.path (a WAV on this machine) and audio.uri (an MCP resource).
@@ -82,24 +86,34 @@ def build_server(service: JobService, studio_url: str | None = None) -> MCPServe
     async def generate_music(
         prompt: Prompt,
         ctx: Context,
-        duration: Duration = REQUEST_DEFAULTS["duration"],
+        duration: Duration | None = None,
         seed: Seed = REQUEST_DEFAULTS["seed"],
-        temperature: Temperature = REQUEST_DEFAULTS["temperature"],
-        top_k: TopK = REQUEST_DEFAULTS["top_k"],
-        top_p: TopP = REQUEST_DEFAULTS["top_p"],
-        guidance_scale: GuidanceScale = REQUEST_DEFAULTS["guidance_scale"],
+        temperature: Temperature | None = None,
+        top_k: TopK | None = None,
+        top_p: TopP | None = None,
+        guidance_scale: GuidanceScale | None = None,
         variations: Variations = 1,
         loudness_lufs: LoudnessLufs = REQUEST_DEFAULTS["loudness_lufs"],
         model: ModelName = None,
         wait_seconds: WaitSeconds = 45,
+        lyrics: song_args.Lyrics = None,
+        bpm: song_args.SongBpm = None,
+        key: song_args.Key = None,
+        time_signature: song_args.TimeSignature = None,
+        vocal_language: song_args.VocalLanguage = None,
+        steps: song_args.Steps = None,
         continue_from: ContinueFrom = None,
-        context_seconds: ContextSeconds = REQUEST_DEFAULTS["context_seconds"],
+        context_seconds: ContextSeconds | None = None,
     ) -> Annotated[CallToolResult, GenerateResult]:
-        """Generate instrumental music from a text description; one WAV per variation.
+        """Generate music from a text description; one WAV per variation.
 
-        Pieces up to 300 s are made in 30 s windows, each prompted with the last context_seconds of the
-        piece so far. continue_from continues audio (a job_id, an input file or base64 WAV/FLAC): duration
-        is then the seconds added and the result is the whole piece.
+        Two model families. MusicGen (default; small, medium, large, stereo-*; CC-BY-NC weights): instrumental
+        pieces of 1-300 s at 32 kHz (made in 30 s windows, each prompted with the last context_seconds of the
+        piece so far), tuned by temperature, top_k, top_p, guidance_scale; continue_from continues audio (a
+        job_id, an input file or base64 WAV/FLAC): duration is then the seconds added and the result is the
+        whole piece. ACE-Step 1.5 (model="ace-step" or "ace-step-base"; MIT): songs with lyrics of 10-600 s,
+        48 kHz stereo, tuned by lyrics, bpm, key, time_signature, vocal_language, steps (guidance_scale on
+        base). A parameter of the other family is refused by name; null ones take the model's default.
 
         Describe genre, instruments, mood and tempo, e.g. "lo-fi hip hop beat, mellow piano, 80 bpm".
         Jobs are queued at once and this call waits up to wait_seconds (default 45; keep it under your
@@ -112,20 +126,29 @@ def build_server(service: JobService, studio_url: str | None = None) -> MCPServe
         a unique prefix of 8+ characters everywhere.
         """
         with _tool_errors():
-            requests = service.build_requests(
+            queued = await derive.generate(
+                service,
+                model,
                 variations,
-                prompt=prompt,
-                duration=duration,
-                seed=seed,
-                temperature=temperature,
-                top_k=top_k,
-                top_p=top_p,
-                guidance_scale=guidance_scale,
-                loudness_lufs=loudness_lufs,
-                context_seconds=context_seconds,
+                {
+                    "prompt": prompt,
+                    "duration": duration,
+                    "seed": seed,
+                    "temperature": temperature,
+                    "top_k": top_k,
+                    "top_p": top_p,
+                    "guidance_scale": guidance_scale,
+                    "loudness_lufs": loudness_lufs,
+                    "lyrics": lyrics,
+                    "bpm": bpm,
+                    "key": key,
+                    "time_signature": time_signature,
+                    "vocal_language": vocal_language,
+                    "steps": steps,
+                    "context_seconds": context_seconds,
+                },
+                continue_from,
             )
-            source = await service.source(continue_from)
-            queued = await service.submit(requests, model, continue_from=source)
             jobs = await service.wait([job.job_id for job in queued], wait_seconds, _reporter(ctx, service))
         return _result(GenerateResult(jobs=jobs), jobs, studio_url, waited=True)
 
@@ -169,15 +192,24 @@ def build_server(service: JobService, studio_url: str | None = None) -> MCPServe
 
     @app.tool(title="List history", annotations=READS)
     async def list_history(
-        query: Query = None, status: JobStatus | None = None, limit: Limit = 20, cursor: Cursor = None
+        query: Query = None,
+        status: JobStatus | None = None,
+        limit: Limit = 20,
+        cursor: Cursor = None,
+        family_of: song_args.FamilyOf = None,
     ) -> Annotated[CallToolResult, HistoryPage]:
         """Past and queued jobs, newest first (best match first when query is given).
 
         query is full-text search over prompts; status filters (pending, processing, completed, failed,
         cancelled). Pages hold up to limit jobs; pass next_cursor as cursor to get the next page.
+        family_of=JOB_ID lists one piece with its whole family instead (the root, its stems, edits, remixes
+        and continuations, parents first), each with its lineage (parent, operation, stem, section).
         """
         with _tool_errors():
-            items, next_cursor = await service.history(query, status, limit, cursor)
+            if family_of is not None:
+                items, next_cursor = await derive.family(service, family_of), None
+            else:
+                items, next_cursor = await service.history(query, status, limit, cursor)
         page = HistoryPage(items=items, next_cursor=next_cursor)
         return _result(page, items, studio_url, links=False)  # up to 100 links would drown the page
 
@@ -189,6 +221,7 @@ def build_server(service: JobService, studio_url: str | None = None) -> MCPServe
         gap_seconds: GapSeconds = 0.0,
         bpm: Bpm = None,
         enable_osc: bool = False,
+        include_mix: song_args.IncludeMix = True,
     ) -> Annotated[CallToolResult, SessionManifest]:
         """Create a new Ardour session with one track per completed job, audio resampled to 48 kHz.
 
@@ -196,7 +229,9 @@ def build_server(service: JobService, studio_url: str | None = None) -> MCPServe
         the session directory, the .ardour file, the tracks (with strip ids for OSC control) and the
         command that opens it. enable_osc turns on Ardour's OSC surface (UDP 3819, all interfaces) when the
         session opens, for tools that drive Ardour remotely. Sessions are written under the server's
-        DGX_MUSIC_HOME/sessions.
+        DGX_MUSIC_HOME/sessions. arrangement="song" lays a piece and its parts out by lineage: give the
+        source and its stems (and edits, variations); the mix is muted under its stems, or left out with
+        include_mix=false; the manifest names each track's role (mix, stem:NAME, edit, variation).
         """
         with _tool_errors():
             manifest = await export_jobs(
@@ -207,6 +242,7 @@ def build_server(service: JobService, studio_url: str | None = None) -> MCPServe
                 gap_seconds=gap_seconds,
                 bpm=bpm,
                 enable_osc=enable_osc,
+                include_mix=include_mix,
             )
         return _manifest_result(manifest)
 
@@ -218,6 +254,8 @@ def build_server(service: JobService, studio_url: str | None = None) -> MCPServe
         with _tool_errors():
             job = await service.cancel(job_id)
         return _result(job, [job], studio_url)
+
+    register_derived_tools(app, service, studio_url)
 
     @app.resource(JOB_URI, name="generation", mime_type="application/json")
     async def job_resource(job_id: str) -> str:
@@ -257,6 +295,88 @@ def build_server(service: JobService, studio_url: str | None = None) -> MCPServe
         )
 
     return app
+
+
+def register_derived_tools(app: MCPServer, service: JobService, studio_url: str | None) -> None:
+    """edit_music, remix, separate_stems and delete_generation: work on generations that exist."""
+
+    @app.tool(title="Edit a section", annotations=CREATES)
+    async def edit_music(
+        job_id: JobId,
+        start_s: song_args.SectionStart,
+        end_s: song_args.SectionEnd,
+        ctx: Context,
+        prompt: song_args.EditPrompt = None,
+        lyrics: song_args.Lyrics = None,
+        model: song_args.AceStepModel = None,
+        crossfade_s: song_args.Crossfade = None,
+        seed: Seed = None,
+        steps: song_args.Steps = None,
+        wait_seconds: WaitSeconds = 45,
+    ) -> Annotated[CallToolResult, Job]:
+        """Regenerate one section (start_s to end_s, in seconds) of any completed generation with
+        ACE-Step 1.5's repaint; the new job keeps the source's length and, outside the section, its exact
+        samples (cross-faded at the edges, default 0.1 s). MusicGen sources are resampled to 48 kHz stereo
+        first. prompt and lyrics describe the new section (default: the source's). The result records its
+        parent, operation edit and the section; poll it with job_status like any job."""
+        with _tool_errors():
+            queued = await derive.edit(
+                service, job_id, start_s, end_s, prompt=prompt, lyrics=lyrics, model=model,
+                crossfade_s=crossfade_s, seed=seed, steps=steps,
+            )  # fmt: skip
+            [job] = await service.wait([queued.job_id], wait_seconds, _reporter(ctx, service))
+        return _result(job, [job], studio_url, waited=True)
+
+    @app.tool(title="Remix", annotations=CREATES)
+    async def remix(
+        job_id: JobId,
+        prompt: song_args.RemixPrompt,
+        ctx: Context,
+        strength: song_args.Strength = 0.5,
+        model: song_args.AceStepModel = None,
+        seed: Seed = None,
+        wait_seconds: WaitSeconds = 45,
+    ) -> Annotated[CallToolResult, Job]:
+        """A new version of a completed generation in the style of prompt (ACE-Step's cover task):
+        strength 1 keeps the source's structure closely, towards 0 follows the prompt. Needs a checkpoint
+        with the audio tokenizer; others fail with the name of one that has it."""
+        with _tool_errors():
+            queued = await derive.remix(service, job_id, prompt, strength, model=model, seed=seed)
+            [job] = await service.wait([queued.job_id], wait_seconds, _reporter(ctx, service))
+        return _result(job, [job], studio_url, waited=True)
+
+    @app.tool(title="Separate stems", annotations=CREATES)
+    async def separate_stems(
+        job_id: JobId,
+        ctx: Context,
+        model: song_args.SeparatorName = None,
+        wait_seconds: WaitSeconds = 45,
+    ) -> Annotated[CallToolResult, GenerateResult]:
+        """Split a completed generation into stems with Demucs: htdemucs gives drums, bass, other and
+        vocals; htdemucs_6s adds guitar and piano. Each stem is a job of its own (operation stems, parent =
+        the source), exactly the source's length and rate, loudness-preserving (the stems sum to the mix;
+        none is normalised). Stems of a stem are allowed. Progress is reported; cancel_job on any stem stops
+        the separation. Then export_to_ardour([source, *stems], arrangement="song") gives a session."""
+        with _tool_errors():
+            queued = await derive.separate(service, job_id, model)
+            ids = [job.job_id for job in queued]
+            jobs = await service.wait(ids, wait_seconds, _reporter(ctx, service))
+        return _result(GenerateResult(jobs=jobs), jobs, studio_url, waited=True)
+
+    @app.tool(title="Delete a generation", annotations=CANCELS)
+    async def delete_generation(
+        job_id: JobId, delete_family: song_args.DeleteFamily = False
+    ) -> Annotated[CallToolResult, DeleteResult]:
+        """Delete a finished generation's row and WAV. One that others derive from (stems, edits, ...) is
+        refused unless delete_family=true, which deletes them all. Pending or processing jobs: cancel
+        first."""
+        with _tool_errors():
+            deleted = await derive.delete(service, job_id, delete_family)
+        result = DeleteResult(deleted=deleted)
+        text = f"deleted {len(deleted)} generation(s): {', '.join(deleted)}\n\n{result.model_dump_json()}"
+        return CallToolResult(
+            content=[TextContent(type="text", text=text)], structured_content=result.model_dump(mode="json")
+        )
 
 
 @contextmanager

@@ -23,9 +23,10 @@ from typing import Any, ParamSpec, TypeVar
 import anyio
 from pydantic import ValidationError
 
-from engine import GenerationRequest, resolve_model_id
+from engine import GenerationRequest
 from engine.models import looks_like_path
-from mcp_server.conditioning_sources import CONTEXT_KEY, SOURCE_KEY, Source, SourceError, resolve_source
+from mcp_server import families
+from mcp_server.conditioning_sources import SOURCE_KEY, Source, SourceError, resolve_source
 from mcp_server.config import Settings, describe_validation_error
 from mcp_server.notify import Relay, uses_notify
 from mcp_server.schemas import TERMINAL, Job, job_from_generation
@@ -35,6 +36,7 @@ from storage import (
     AmbiguousId,
     Generation,
     IllegalTransition,
+    Lineage,
     NotFound,
     Operation,
     QueueFull,
@@ -42,6 +44,7 @@ from storage import (
     Store,
 )
 from storage.leases import Leases
+from storage.models import PARAM_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +106,7 @@ class JobService:
         self.store = (
             store if store is not None else Store(settings.home, settings.database_url, settings.outputs)
         )
-        self.default_model = resolve_model_id(settings.model)
+        self.default_model = families.resolve(settings.model, settings)
         self.changes = Changes()
         self.telemetry = Telemetry()  # what /metrics and /health report about this process's worker
         self.leases = Leases(self.store)
@@ -184,7 +187,13 @@ class JobService:
         source = await self.source(job_id, "job_id")
         assert source is not None and source.job_id is not None
         job = await self.job(source.job_id)
-        params = job.params.model_dump() | {"duration": seconds, "seed": None}
+        if families.family_of(job.model) != "musicgen":
+            raise ServiceError(
+                f"job_id: {job.job_id} was made by {job.model}; extend_music continues MusicGen pieces: use "
+                "generate_music(continue_from=job_id) to continue its audio with a MusicGen model"
+            )
+        kept = {name: value for name, value in job.params.model_dump().items() if value is not None}
+        params = kept | {"duration": seconds, "seed": None, "loudness_lufs": job.params.loudness_lufs}
         return job, self.build_requests(1, prompt=prompt or job.prompt, **params), source
 
     async def submit(
@@ -201,39 +210,73 @@ class JobService:
         ``local_paths`` lets ``model`` name a checkpoint directory: for the operator (the CLI), never for MCP
         clients.
         """
-        model_id = resolve_model_id(model) if model else self.default_model
-        if not local_paths and model_id != self.default_model and looks_like_path(model_id):
+        model_id = self.resolve_model(model, local_paths=local_paths)
+        jobs = [(request.prompt, request.model_dump(exclude={"prompt"})) for request in requests]
+        return await self.submit_jobs(model_id, jobs, continue_from=continue_from)
+
+    def resolve_model(self, model: str | None, *, local_paths: bool = False, argument: str = "model") -> str:
+        """The model id a job records; ``local_paths`` lets the operator (the CLI) name any directory."""
+        model_id = families.resolve(model, self.settings) if model else self.default_model
+        operator = families.is_operator_model(model_id, self.settings)
+        if not local_paths and looks_like_path(model_id) and not operator:
             # A client must not make the server open arbitrary files (or probe which paths exist).
             raise ServiceError(
-                "model: local paths are not accepted from clients; give an alias (small, medium, large, "
-                "melody, stereo-small, ...) or a hub id, or start the server with DGX_MUSIC_MODEL=<path>"
+                f"{argument}: local paths are not accepted from clients; give an alias (small, medium, "
+                "large, stereo-small, ace-step, ace-step-base, htdemucs, ...) or a hub id; the operator maps "
+                "aliases to local directories with DGX_MUSIC_MODEL_PATHS=alias=/dir,..."
             )
-        generations = await _in_thread(self._create, requests, model_id, continue_from)
+        missing = families.missing_extra(model_id)
+        if missing is not None:
+            raise ServiceError(missing.replace("model:", f"{argument}:", 1))
+        return model_id
+
+    async def submit_jobs(
+        self,
+        model_id: str,
+        jobs: list[tuple[str, dict[str, Any]]],
+        lineages: list[Lineage] | None = None,
+        *,
+        continue_from: Source | None = None,
+    ) -> list[Job]:
+        """Queue (prompt, params) jobs for ``model_id`` in one transaction (with their lineage); with
+        ``continue_from`` each continues that audio (``duration`` seconds are added) and records it as its
+        lineage."""
+        metadata: dict[str, Any] = {}
+        if continue_from is not None:
+            metadata[SOURCE_KEY] = str(continue_from.path)
+            note = continue_from.note()
+            if note:
+                metadata["note"] = note
+            lineages = [continue_from.lineage(Operation.CONTINUE)] * len(jobs)
+        generations = await _in_thread(self._create, model_id, jobs, lineages, metadata)
         if self.worker is not None:
             self.worker.wake()
         return [await self.job(generation.id) for generation in generations]
 
     def _create(
-        self, requests: list[GenerationRequest], model_id: str, source: Source | None = None
+        self,
+        model_id: str,
+        jobs: list[tuple[str, dict[str, Any]]],
+        lineages: list[Lineage] | None,
+        metadata: dict[str, Any],
     ) -> list[Generation]:
         limit = self.settings.max_queue
-        if len(requests) > limit:
+        if len(jobs) > limit:
             raise QueueFullError(
-                f"variations: {len(requests)} is more than the queue holds "
+                f"variations: {len(jobs)} is more than the queue holds "
                 f"({limit}, set by DGX_MUSIC_MAX_QUEUE); ask for fewer variations"
             )
-        jobs = [(request.prompt, request.model_dump(exclude={"prompt", CONTEXT_KEY})) for request in requests]
-        metadata: dict[str, Any] = {CONTEXT_KEY: requests[0].context_seconds} if requests else {}
-        lineages = None
-        if source is not None:
-            metadata[SOURCE_KEY] = str(source.path)
-            note = source.note()
-            if note:
-                metadata["note"] = note
-            lineages = [source.lineage(Operation.CONTINUE)] * len(requests)
+        # The common parameters are columns; a family's own (lyrics, bpm, section, context_seconds, ...) are
+        # kept in the jobs' metadata, shared by the takes of one call (which differ in their seed only).
+        columns = [(prompt, {k: v for k, v in p.items() if k in PARAM_COLUMNS}) for prompt, p in jobs]
+        extras = [{k: v for k, v in p.items() if k not in PARAM_COLUMNS} for _, p in jobs]
+        if any(extra != extras[0] for extra in extras):
+            raise ValueError("jobs queued together must share their family parameters")
+        if extras and extras[0]:
+            metadata = {**metadata, "params": extras[0]}
         try:
             return self.store.create_many(
-                model_id, jobs, max_pending=limit, metadata=metadata, lineages=lineages
+                model_id, columns, max_pending=limit, metadata=metadata or None, lineages=lineages
             )
         except QueueFull as full:
             raise QueueFullError(
@@ -259,7 +302,7 @@ class JobService:
 
     def _to_job(self, generation: Generation) -> Job:
         position = self.store.queue_position(generation.id) if generation.status == "pending" else None
-        done, total = self._steps(generation.id, generation.params["duration"])
+        done, total = self._steps(generation.id, generation.params.get("duration") or 10.0)
         return job_from_generation(
             generation, self.settings.home, done / total, position, self._stage(generation)
         )
@@ -326,7 +369,7 @@ class JobService:
 
     def steps(self, job: Job) -> tuple[int, int]:
         """(decode steps done, steps needed) of one job, for progress notifications."""
-        done, total = self._steps(job.job_id, job.params.duration)
+        done, total = self._steps(job.job_id, job.params.duration or 10.0)
         return (total, total) if job.status in TERMINAL else (done, total)
 
     def _steps(self, job_id: str, duration: float) -> tuple[int, int]:

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
 if TYPE_CHECKING:
-    from engine import MusicEngine
+    from mcp_server.families import LoadedModel as ResidentModel
 
 # Generation seconds for one job: tiny CPU checkpoints take well under a second, 30 s of MusicGen large
 # on a slow CPU several minutes.
@@ -71,7 +71,7 @@ class Telemetry:
 
     # --- events from the worker thread -------------------------------------------------------------------
 
-    def model_loaded(self, engine: MusicEngine) -> None:
+    def model_loaded(self, engine: ResidentModel) -> None:
         self.load_seconds.clear()
         self.load_seconds.labels(engine.model_id).set(engine.load_seconds)
         self.loaded = LoadedModel(engine.model_id, engine.device, engine.dtype, engine.load_seconds)

@@ -43,15 +43,13 @@ from typing import IO, TYPE_CHECKING, Any
 
 from sqlalchemy.exc import DBAPIError
 
-from engine.models import resolve_model_id
-from mcp_server.conditioning_sources import engine_call
+from mcp_server import families, operations
 from mcp_server.config import Settings
 from mcp_server.telemetry import Telemetry
 from storage import Generation, IllegalTransition, LeaseLost, Store
 from storage.leases import ANY_MODEL, Leases
 
 if TYPE_CHECKING:  # torch and transformers load on the worker thread, so `initialize` is answered at once
-    from engine import MusicEngine
     from engine.backend import Outcome, StepReport
 
 log = logging.getLogger(__name__)
@@ -70,6 +68,8 @@ class _Job:
 
     generation: Generation
     request: Any
+    # every job this request serves: itself, plus the other stems of one separation (one pass, many WAVs)
+    members: list[Generation] = field(default_factory=list)
     admitted: float | None = None  # monotonic time it joined a batch
     stop_reason: str | None = None  # "cancelled" | "timeout" | "shutdown" once asked to stop
 
@@ -77,7 +77,7 @@ class _Job:
 @dataclass
 class _Resident:
     model_id: str
-    engine: MusicEngine
+    engine: families.LoadedModel
     last_used: float = field(default_factory=time.monotonic)
     draining: bool = False  # takes no new jobs: another model is waiting for its memory
 
@@ -102,7 +102,9 @@ class Worker:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._loaders: list[threading.Thread] = []
-        self._loads: queue.SimpleQueue[tuple[str, MusicEngine | None, str | None]] = queue.SimpleQueue()
+        self._loads: queue.SimpleQueue[tuple[str, families.LoadedModel | None, str | None]] = (
+            queue.SimpleQueue()
+        )
         self._residents: dict[str, _Resident] = {}
         self._jobs: dict[str, _Job] = {}  # claimed, by id
         self._waiting: dict[str, list[_Job]] = {}  # model id -> claimed jobs not admitted yet, oldest first
@@ -191,7 +193,7 @@ class Worker:
                 log.exception("recovering the queue failed; jobs left processing by a crash stay as they are")
             self._notify()
             # At start-up, not on the first job, so the first job does not wait for the whole load.
-            default = resolve_model_id(self.settings.model)
+            default = families.resolve(self.settings.model, self.settings)
             self._begin_load(default if self.serves(default) else self.models[0])
             try:
                 self.leases.register(self.worker_id, self.models, self.state)
@@ -253,17 +255,22 @@ class Worker:
             core = resident.engine.core
             waiting = self._waiting.setdefault(model_id, [])
             room = core.capabilities.max_batch - sum(
-                1 for job in self._jobs.values() if job.generation.model_name == model_id
+                1 for job in self._claimed() if job.generation.model_name == model_id
             )
             if poll and room > 0 and not resident.draining:
-                for generation in self._claim(model_id, room):
+                # a separation serves all stems of its source: claim them together, however many
+                limit = self.settings.max_queue if resident.engine.family == "demucs" else room
+                for members in operations.group_stems(self._claim(model_id, limit)):
+                    generation = members[0]
                     try:
-                        request = core.validate(*engine_call(generation))
-                    except InvalidRequest as error:
-                        self._fail(generation.id, str(error), generation)
+                        request = core.validate(*operations.backend_params(generation, self.store))
+                    except (InvalidRequest, operations.SourceUnavailable) as error:
+                        for member in members:
+                            self._fail(member.id, str(error), member)
                         continue
-                    job = _Job(generation, request)
-                    self._jobs[generation.id] = job
+                    job = _Job(generation, request, members)
+                    for member in members:
+                        self._jobs[member.id] = job
                     waiting.append(job)
             while waiting:
                 job = waiting[0]
@@ -275,7 +282,8 @@ class Worker:
                 waiting.pop(0)
                 if admission.decision is Decision.NEVER:
                     self._forget(job)
-                    self._fail(job.generation.id, admission.reason, job.generation)
+                    for member in job.members:
+                        self._fail(member.id, admission.reason, member)
                     continue
                 core.admit(job.generation.id, job.request)
                 job.admitted = time.monotonic()
@@ -301,7 +309,7 @@ class Worker:
             held = self.leases.heartbeat(
                 self.worker_id,
                 self.state,
-                [job.generation for job in self._jobs.values()],
+                [member for job in self._claimed() for member in job.members],
                 self.settings.lease_s,
             )
         except Exception as error:  # e.g. the database ended our session after a stall: retry next boundary
@@ -338,7 +346,7 @@ class Worker:
         limit = self.settings.job_timeout_s
         now = time.monotonic()
         for job_id, job in list(self._jobs.items()):
-            if job.stop_reason is not None:
+            if job.stop_reason is not None or job_id not in self._jobs:
                 continue
             if job_id in asked:
                 job.stop_reason = "cancelled"
@@ -395,7 +403,7 @@ class Worker:
             return True
         from engine import loading, memory
 
-        weights = loading.checkpoint_bytes(model_id)
+        weights = families.weights_bytes(model_id)
         if weights is None:
             weights = max(resident.engine.memory_bytes for resident in self._residents.values())
         device = loading.select_device(self.settings.device)
@@ -423,21 +431,10 @@ class Worker:
     def _load(self, model_id: str) -> None:
         """On a helper thread: the engine or the reason it could not load."""
         log.info("loading %s", model_id)
-        from engine import EngineError, MusicEngine
-        from mcp_server.pull import cache_only
+        from engine import EngineError
 
-        settings = self.settings
         try:
-            engine = MusicEngine.load(
-                model_id,
-                device=settings.device,
-                dtype=settings.dtype,
-                backend=settings.backend,
-                max_batch=settings.max_batch,
-                cuda_graphs=settings.cuda_graph,
-                # fails at once, with the fix, when the weights cannot come (no hub retries for tens of s)
-                local_files_only=cache_only(model_id),
-            )
+            engine = families.load(model_id, self.settings)
         except EngineError as error:
             self._loads.put((model_id, None, str(error)))
         except Exception as error:
@@ -487,40 +484,64 @@ class Worker:
     def _end(self, job: _Job, outcome: Outcome | None, device: str | None = None) -> None:
         """Record how a job ended: completed, failed, cancelled, timed out, or re-queued (shutdown)."""
         self._forget(job)
-        job_id = job.generation.id
+        outputs = (
+            operations.outputs(job.members, outcome.result)
+            if outcome is not None and outcome.status == "completed" and outcome.result is not None
+            else {}
+        )
+        for member in job.members:
+            self._end_one(job, member, outcome, outputs.get(member.id), device)
+        self._notify()
+
+    def _end_one(
+        self,
+        job: _Job,
+        member: Generation,
+        outcome: Outcome | None,
+        output: operations.Output | None,
+        device: str | None,
+    ) -> None:
+        job_id = member.id
         try:
-            if outcome is not None and outcome.status == "completed" and outcome.result is not None:
+            if outcome is not None and outcome.result is not None and output is not None:
                 result = outcome.result
                 self.store.complete(
                     job_id,
-                    result.audio,
+                    output.audio,
                     result.sample_rate,
-                    loudness_lufs=result.loudness_lufs,
-                    peak_dbfs=result.peak_dbfs,
+                    loudness_lufs=output.loudness_lufs,
+                    peak_dbfs=output.peak_dbfs,
                     generation_seconds=result.generation_seconds,
                     device=device or "",
                     seed=result.seed,
-                    claim=job.generation,
+                    claim=member,
+                    coding_history=operations.coding_history(member, device or "", result.seed, output.note),
                 )
                 self.telemetry.job_completed(result.generation_seconds)
                 self.counts["completed"] += 1
-                log.info("job %s completed (attempt %d)", job_id, job.generation.attempts)
+                log.info("job %s completed (attempt %d)", job_id, member.attempts)
                 if self.first_audio_seconds is None:
                     self.first_audio_seconds = time.monotonic() - self._started
                     log.info("first audio %.1f s after the worker started", self.first_audio_seconds)
             elif job.stop_reason == "lease lost":
                 self.counts["discarded"] += 1
+            elif outcome is not None and outcome.status == "completed":  # a stem this separator lacks
+                self.store.fail(
+                    job_id,
+                    f"stem: {member.model_name} makes no stem {member.lineage.stem!r}; nothing stored",
+                    claim=member,
+                )
             elif outcome is not None and outcome.status == "failed":
-                self.store.fail(job_id, outcome.error or "generation failed", claim=job.generation)
+                self.store.fail(job_id, outcome.error or "generation failed", claim=member)
             elif job.stop_reason == "timeout":
                 self.store.fail(
                     job_id,
                     f"exceeded the per-job time limit of {self.settings.job_timeout_s:g} s "
                     "(DGX_MUSIC_JOB_TIMEOUT_S); ask for a shorter duration or raise the limit",
-                    claim=job.generation,
+                    claim=member,
                 )
             elif job.stop_reason == "shutdown":
-                self.store.requeue(job_id, claim=job.generation)
+                self.store.requeue(job_id, claim=member)
                 self.counts["requeued"] += 1
             else:
                 with suppress(IllegalTransition):  # cancel_job already marked it
@@ -537,41 +558,43 @@ class Worker:
                 job_id,
                 f"could not write the audio under {outputs}: {exc.strerror or exc}; free disk space there "
                 "(or lift the quota / file-size limit) and generate again",
+                member,
             )
         except Exception as exc:
-            if self._claim_lost(job):
+            if self._claim_lost(member):
                 self.counts["discarded"] += 1
                 log.warning(
                     "job %s: late result discarded: its claim lapsed while it was stored (%s)", job_id, exc
                 )
             else:
                 log.exception("recording the outcome of job %s failed", job_id)
-                self._fail(job_id, f"could not store the result: {type(exc).__name__}: {exc}", job.generation)
-        self._notify()
+                self._fail(job_id, f"could not store the result: {type(exc).__name__}: {exc}", member)
 
-    def _claim_lost(self, job: _Job) -> bool:
+    def _claim_lost(self, claim: Generation) -> bool:
         """Whether another claim (or the queue) has the job now; False when that cannot be known."""
         try:
-            now = self.store.get(job.generation.id)
+            now = self.store.get(claim.id)
         except Exception:
             return False
-        return (now.status, now.worker_id, now.attempts) != (
-            "processing",
-            job.generation.worker_id,
-            job.generation.attempts,
-        )
+        return (now.status, now.worker_id, now.attempts) != ("processing", claim.worker_id, claim.attempts)
 
     def _forget(self, job: _Job) -> None:
-        self._jobs.pop(job.generation.id, None)
-        with self._lock:
-            self._progress.pop(job.generation.id, None)
+        for member in job.members:
+            self._jobs.pop(member.id, None)
+            with self._lock:
+                self._progress.pop(member.id, None)
 
     def _set_progress(self, job: _Job, done: int, stage: str, total: int | None = None) -> None:
         with self._lock:
             previous = self._progress.get(job.generation.id)
             if total is None:
                 total = previous[1] if previous else 0
-            self._progress[job.generation.id] = (done, total, stage)
+            for member in job.members:
+                self._progress[member.id] = (done, total, stage)
+
+    def _claimed(self) -> list[_Job]:
+        """Each claimed job once (the stems of one separation share one)."""
+        return list({id(job): job for job in self._jobs.values()}.values())
 
     def _fail(self, job_id: str, error: str, claim: Generation | None = None) -> None:
         try:
@@ -585,7 +608,7 @@ class Worker:
 
     def _shutdown(self) -> None:
         """Stop every claimed job at this boundary and put it back in the queue for the next worker."""
-        for job in list(self._jobs.values()):
+        for job in self._claimed():
             job.stop_reason = "shutdown"
             self._stop_job(job)
         for resident in self._residents.values():
@@ -594,7 +617,7 @@ class Worker:
                     stopped = self._jobs.get(outcome.request_id)
                     if stopped is not None:
                         self._end(stopped, None)
-        for job in list(self._jobs.values()):
+        for job in self._claimed():
             self._end(job, None)
         self._residents.clear()
         with suppress(Exception):  # the database may be what failed

@@ -358,12 +358,14 @@ class Store:
         device: str,
         seed: int | None,
         claim: Generation | None = None,
+        coding_history: str | None = None,
     ) -> Generation:
         """Write the Broadcast WAV atomically, then commit the row completed with path, size and sha256.
 
         With `claim` (the snapshot `claim()` returned) the job must still be held by that claim: the row is
         locked first and the file is published under the lock, so a worker whose lease lapsed can never
         overwrite the file of the worker that now owns the job; it gets `LeaseLost` and nothing is written.
+        ``coding_history`` replaces the bext coding history's default text (model, device, seed).
         """
         job = self._read(generation_id)
         if job.status is not Status.PROCESSING:
@@ -379,7 +381,7 @@ class Store:
                 originator_reference=uuid.UUID(job.id).hex,
                 origination=job.created_at,
                 loudness_lufs=loudness_lufs,
-                coding_history=f"{job.model_name} on {device}, seed {seed}",
+                coding_history=coding_history or f"{job.model_name} on {device}, seed {seed}",
             ),
         )
         values = {

@@ -15,7 +15,10 @@ from mcp import Client, StdioServerParameters
 from mcp_testing import DGX_MUSIC, server_env, structured
 
 MCPB_DIR = Path(__file__).parent / "mcpb"
-TOOLS = {"generate_music", "extend_music", "job_status", "list_history", "export_to_ardour", "cancel_job"}
+TOOLS = {
+    "generate_music", "extend_music", "job_status", "list_history", "export_to_ardour", "cancel_job",
+    "edit_music", "remix", "separate_stems", "delete_generation",
+}  # fmt: skip
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,10 @@ import pytest
 from mcp_testing import DGX_MUSIC, TOKEN, http_server
 
 CLIENTS = Path(__file__).resolve().parent / "clients"
-TOOLS = {"generate_music", "extend_music", "job_status", "list_history", "export_to_ardour", "cancel_job"}
+TOOLS = {
+    "generate_music", "extend_music", "job_status", "list_history", "export_to_ardour", "cancel_job",
+    "edit_music", "remix", "separate_stems", "delete_generation",
+}  # fmt: skip
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 

@@ -244,8 +244,10 @@ def test_openapi_and_docs(server: str) -> None:
         "/metrics",
     ):
         assert path in spec["paths"], path
-    duration = spec["components"]["schemas"]["GenerateRequest"]["properties"]["duration"]
-    assert (duration["minimum"], duration["maximum"]) == (1, 300)  # the engine's bounds, as MCP shows them
+    [duration, _null] = spec["components"]["schemas"]["GenerateRequest"]["properties"]["duration"]["anyOf"]
+    assert (duration["minimum"], duration["maximum"]) == (1, 600)  # both families' bounds, as MCP shows them
+    for path in ("/api/v1/jobs/{job_id}/edit", "/api/v1/jobs/{job_id}/stems", "/api/v1/generations/{job_id}"):
+        assert path in spec["paths"], path
     assert "Problem" in spec["components"]["schemas"]
     assert httpx.get(f"{server}/docs", timeout=30).status_code == 200
 
@@ -351,6 +353,9 @@ def test_extend_a_job_and_continue_from_over_the_same_service(server: str) -> No
         "source_job_id": parent["job_id"],
         "source_file_name": None,
         "source_file_sha256": None,
+        "stem": None,
+        "section_start_s": None,
+        "section_end_s": None,
     }
     done = httpx.get(f"{server}/api/v1/jobs/{child['job_id']}", params={"wait": 120}, timeout=150).json()
     assert done["status"] == "completed" and done["audio"]["duration_s"] == pytest.approx(3.0)

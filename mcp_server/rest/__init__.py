@@ -15,8 +15,8 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from mcp_server import __version__
+from mcp_server.rest import derived, jobs, monitoring, problems, sessions
 from mcp_server.rest import files as files_routes
-from mcp_server.rest import jobs, monitoring, problems, sessions
 from mcp_server.service import JobService
 
 STUDIO_DIR = Path(str(importlib.resources.files("mcp_server") / "studio"))
@@ -32,7 +32,7 @@ def build_api(service: JobService, **fastapi_options: Any) -> FastAPI:
     )
     api.state.service = service
     problems.install(api)
-    for module in (jobs, files_routes, sessions, monitoring):
+    for module in (jobs, derived, files_routes, sessions, monitoring):
         api.include_router(module.router)
     api.mount("/studio", StaticFiles(directory=STUDIO_DIR), name="studio")
 

@@ -13,11 +13,13 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
 from engine import GenerationRequest
+from mcp_server import derive, families
 from mcp_server.rest.deps import get_service
 from mcp_server.rest.models import ExtendRequest, GenerateRequest
 from mcp_server.rest.problems import ERRORS, ProblemError, from_validation_error
 from mcp_server.schemas import TERMINAL, GenerateResult, HistoryPage, Job, JobStatus
 from mcp_server.service import JobService, ServiceError, UnknownJob
+from mcp_server.song_args import ACESTEP_ONLY
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"], responses=ERRORS)
 
@@ -32,13 +34,16 @@ HEARTBEAT_SECONDS = 15  # a comment line keeps proxies from closing an idle even
 async def generate(body: GenerateRequest, service: Service) -> GenerateResult | JSONResponse:
     """Queue one job per variation; they are pending when this returns (202). Poll each with
     GET /api/v1/jobs/{id}?wait=60 or follow GET /api/v1/jobs/{id}/events."""
-    try:  # the engine's own check, so its bounds reach the caller as field errors
-        GenerationRequest(**body.generation_params())
-    except ValidationError as exc:
-        return from_validation_error(exc)
-    requests = service.build_requests(body.variations, **body.generation_params())
-    source = await service.source(body.continue_from)
-    return GenerateResult(jobs=await service.submit(requests, body.model, continue_from=source))
+    params = body.generation_params()
+    model_id = service.resolve_model(body.model)
+    if families.family_of(model_id) == "musicgen" and not ACESTEP_ONLY & {k for k, v in params.items() if v}:
+        try:  # the engine's own check, so its bounds reach the caller as field errors
+            GenerationRequest(**{name: value for name, value in params.items() if value is not None})
+        except ValidationError as exc:
+            return from_validation_error(exc)
+    return GenerateResult(
+        jobs=await derive.generate(service, body.model, body.variations, params, body.continue_from)
+    )
 
 
 @router.post("/jobs/{job_id}/extend", status_code=202, response_model=GenerateResult)

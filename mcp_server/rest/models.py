@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mcp_server import song_args
 from mcp_server.schemas import (
     REQUEST_DEFAULTS,
     Arrangement,
@@ -38,20 +39,26 @@ class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prompt: Prompt
-    duration: Duration = REQUEST_DEFAULTS["duration"]
+    duration: Duration | None = None
     seed: Seed = REQUEST_DEFAULTS["seed"]
-    temperature: Temperature = REQUEST_DEFAULTS["temperature"]
-    top_k: TopK = REQUEST_DEFAULTS["top_k"]
-    top_p: TopP = REQUEST_DEFAULTS["top_p"]
-    guidance_scale: GuidanceScale = REQUEST_DEFAULTS["guidance_scale"]
+    temperature: Temperature | None = None
+    top_k: TopK | None = None
+    top_p: TopP | None = None
+    guidance_scale: GuidanceScale | None = None
     variations: Variations = 1
     loudness_lufs: LoudnessLufs = REQUEST_DEFAULTS["loudness_lufs"]
     model: ModelName = None
+    lyrics: song_args.Lyrics = None
+    bpm: song_args.SongBpm = None
+    key: song_args.Key = None
+    time_signature: song_args.TimeSignature = None
+    vocal_language: song_args.VocalLanguage = None
+    steps: song_args.Steps = None
     continue_from: ContinueFrom = None
-    context_seconds: ContextSeconds = REQUEST_DEFAULTS["context_seconds"]
+    context_seconds: ContextSeconds | None = None
 
     def generation_params(self) -> dict[str, Any]:
-        """The engine's GenerationRequest arguments."""
+        """The generation's arguments (null = the model family's default)."""
         return self.model_dump(exclude={"variations", "model", "continue_from"})
 
 
@@ -75,6 +82,7 @@ class ExportRequest(BaseModel):
     gap_seconds: GapSeconds = 0.0
     bpm: Bpm = None
     enable_osc: bool = False
+    include_mix: song_args.IncludeMix = True
 
 
 class Peaks(BaseModel):

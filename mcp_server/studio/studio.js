@@ -313,7 +313,9 @@ function describe(value) {
 }
 
 function facts(job) {
-  const parts = [new Date(job.created_at).toLocaleString(), `${job.params.duration} s`];
+  const seconds = job.audio ? job.audio.duration_s : job.params.duration;
+  const parts = [new Date(job.created_at).toLocaleString(), seconds == null ? "" : `${seconds} s`];
+  if (job.lineage && job.lineage.parent_id) parts.push(`${job.lineage.operation}${job.lineage.stem ? " " + job.lineage.stem : ""} of ${job.lineage.parent_id.slice(0, 8)}`);
   if (job.params.seed !== null) parts.push(`seed ${job.params.seed}`);
   if (job.audio) {
     parts.push(job.audio.loudness_lufs === null ? "silence" : `${job.audio.loudness_lufs.toFixed(1)} LUFS`);
