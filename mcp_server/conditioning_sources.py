@@ -1,4 +1,5 @@
-"""Where the audio a generation continues comes from (``continue_from``), checked before anything is queued.
+"""Where the audio a generation continues (``continue_from``) or follows (``melody_from``) comes from, checked
+before anything is queued.
 
 A source is one of: a completed job's id (or unique prefix); a file under the allowed input directories
 (``Settings.input_directories``: symlinks and ``..`` resolved, anything outside refused); or inline base64 WAV
@@ -7,7 +8,7 @@ so the worker (possibly another process) reads it like any other input.
 
 The service resolves and decodes the source when the request arrives (so a bad one is a tool error naming the
 argument and nothing is queued), records it in the job's lineage (parent job, or file name and sha256) and
-its path in the job's metadata; the worker turns that back into the engine's ``continue`` call.
+its path in the job's metadata; the worker turns that back into the engine's ``continue`` or ``melody`` call.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from engine.backend import InvalidRequest
 from engine.conditioning import decode_inline_audio, read_audio_file
+from engine.musicgen.chroma import MAX_SECONDS as MELODY_SECONDS
 from engine.musicgen.windows import MAX_PROMPT_SECONDS
 from mcp_server.config import Settings
 from mcp_server.inputs import InputPathError, resolve_input
@@ -27,6 +29,7 @@ from storage import AmbiguousId, Generation, Lineage, NotFound, Operation, Store
 
 INLINE_DIR = Path("inputs") / "inline"
 SOURCE_KEY = "continue_source"  # metadata: the absolute path of the audio to continue
+MELODY_KEY = "melody_source"  # metadata: the absolute path of the tune to follow
 _INLINE_MIN_CHARS = 256  # shorter values are ids or paths: a base64 WAV of 1 s is far longer
 
 
@@ -49,8 +52,16 @@ class Source:
             return Lineage(operation=operation, parent_id=self.job_id)
         return Lineage(operation=operation, source_file_name=self.file_name, source_file_sha256=self.sha256)
 
-    def note(self) -> str | None:
-        """What the result will say when the source is longer than a continuation prompt may be."""
+    def note(self, operation: Operation = Operation.CONTINUE) -> str | None:
+        """What the result will say when the source is longer than a continuation prompt (or a melody)
+        may be."""
+        if operation == Operation.MELODY:
+            if self.seconds <= MELODY_SECONDS:
+                return None
+            return (
+                f"the tune is {self.seconds:.1f} s long; only its first {MELODY_SECONDS:g} s condition the "
+                "melody"
+            )
         if self.seconds <= MAX_PROMPT_SECONDS:
             return None
         return (
@@ -134,12 +145,20 @@ def _inline(text: str, argument: str, settings: Settings) -> Source:
 
 
 def engine_call(generation: Generation) -> tuple[str, dict[str, Any]]:
-    """The engine operation and parameters of a claimed generation job: ``generate``, or ``continue`` with
-    the source audio decoded (its last ``MAX_PROMPT_SECONDS`` only)."""
+    """The engine operation and parameters of a claimed generation job: ``generate``; ``continue`` with the
+    source audio decoded (its last ``MAX_PROMPT_SECONDS`` only); or ``melody`` with the tune (its first
+    ``MELODY_SECONDS``)."""
     params: dict[str, Any] = {"prompt": generation.prompt, **all_params(generation)}
     if generation.params.get("loudness_lufs") is None:
         params["loudness_lufs"] = None  # asked for: keep the level as generated (not the default target)
-    source = (generation.metadata or {}).get(SOURCE_KEY)
+    metadata = generation.metadata or {}
+    tune = metadata.get(MELODY_KEY)
+    if tune is not None:
+        params["source_audio"] = read_audio_file(
+            Path(tune), "melody_from", max_seconds=MELODY_SECONDS, keep="start"
+        )
+        return "melody", params
+    source = metadata.get(SOURCE_KEY)
     if source is None:
         return "generate", params
     params["source_audio"] = read_audio_file(

@@ -2,7 +2,8 @@
 
 - ``generate``: generate_music's arguments checked against the chosen model's family (a parameter of the
   other family is refused by name), turned into one job per variation (``generation_jobs``), and queued,
-  continuing ``continue_from``'s audio when given (MusicGen);
+  continuing ``continue_from``'s audio or following ``melody_from``'s tune when given (MusicGen; melody
+  only on MusicGen-Melody checkpoints);
 - ``edit`` / ``remix``: an ACE-Step job whose parent is a completed generation (any family);
 - ``separate``: one stem job per stem of the separator, created together with their lineage;
 - ``family`` and ``delete``: a piece with everything derived from it.
@@ -22,14 +23,16 @@ import numpy as np
 from engine import demucs
 from engine.acestep import request as song_request
 from engine.backend import InvalidRequest
+from engine.musicgen.loading import conditions_on_melody
+from engine.musicgen.windows import WINDOW_SECONDS
 from mcp_server import families
-from mcp_server.schemas import Job
+from mcp_server.schemas import REQUEST_DEFAULTS, Job
 from mcp_server.service import SEED_SPACE, JobService, ServiceError, _in_thread
 from mcp_server.song_args import ACESTEP_ONLY
 from storage import HasChildren, Lineage, NotFound, Operation
 
-# generate_music's arguments ACE-Step refuses by name: MusicGen's sampling, and continuation (MusicGen's)
-MUSICGEN_ARGUMENTS = song_request.MUSICGEN_ONLY | {"context_seconds", "continue_from"}
+# generate_music's arguments ACE-Step refuses by name: MusicGen's sampling, continuation and melody
+MUSICGEN_ARGUMENTS = song_request.MUSICGEN_ONLY | {"context_seconds", "continue_from", "melody_from"}
 # What validation can know before the checkpoint is loaded: it may use CFG and may remix (checked again).
 _PREVIEW_TRAITS = song_request.CheckpointTraits("preview", uses_cfg=True, default_steps=8, can_remix=True)
 _PREVIEW_RATE = 8_000  # a silent stand-in for the source when checking an edit's section
@@ -41,12 +44,22 @@ async def generate(
     variations: int,
     params: dict[str, Any],
     continue_from: str | None = None,
+    melody_from: str | None = None,
 ) -> list[Job]:
     """Queue generate_music's jobs (``params``: its arguments, null = the family's default), continuing
-    ``continue_from``'s audio when given."""
+    ``continue_from``'s audio or following ``melody_from``'s tune when given."""
+    if continue_from is not None and melody_from is not None:
+        raise ServiceError(
+            "melody_from: give continue_from or melody_from, not both: a piece either continues audio or "
+            "follows a tune"
+        )
+    sources = {"continue_from": continue_from, "melody_from": melody_from}
     model_id, prepared = generation_jobs(
-        service, model, variations, params, continuing=continue_from is not None
+        service, model, variations, params, sources={k for k, v in sources.items() if v is not None}
     )
+    if melody_from is not None:
+        melody = await service.source(melody_from, "melody_from")
+        return await service.submit_jobs(model_id, prepared, melody_from=melody)
     source = await service.source(continue_from)
     return await service.submit_jobs(model_id, prepared, continue_from=source)
 
@@ -57,9 +70,10 @@ def generation_jobs(
     variations: int,
     params: dict[str, Any],
     *,
-    continuing: bool = False,
+    sources: frozenset[str] | set[str] = frozenset(),
 ) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
-    """(model id, [(prompt, params)] per variation) for generate_music; ``params`` holds the given ones."""
+    """(model id, [(prompt, params)] per variation) for generate_music; ``params`` holds the given ones,
+    ``sources`` the names of the audio arguments given (continue_from, melody_from)."""
     model_id = service.resolve_model(model)
     family = families.family_of(model_id)
     # null = the family's default, except loudness_lufs, where null means "keep the level as generated"
@@ -72,13 +86,14 @@ def generation_jobs(
             "model='ace-step' for songs with lyrics, bpm, key and time signature"
         )
         _refuse(given, ACESTEP_ONLY, why)
+        _check_conditioning(model_id, float(given.get("duration") or REQUEST_DEFAULTS["duration"]), sources)
         requests = service.build_requests(variations, **given)
         return model_id, [(r.prompt, r.model_dump(exclude={"prompt"})) for r in requests]
     why = (
         f"a MusicGen-only argument; ACE-Step ({model_id}) is a diffusion model: use steps, guidance_scale "
         "(CFG checkpoints) and seed; to change part of a song use edit_music, to restyle it remix"
     )
-    _refuse(given | ({"continue_from": True} if continuing else {}), MUSICGEN_ARGUMENTS, why)
+    _refuse(given | dict.fromkeys(sources, True), MUSICGEN_ARGUMENTS, why)
     checked = _validate_song("generate", given)
     stored = {**given, "duration": checked.duration}
     seed = given.get("seed")
@@ -206,6 +221,29 @@ def _refuse(given: dict[str, Any], names: frozenset[str], why: str) -> None:
     foreign = sorted(set(given) & names)
     if foreign:
         raise ServiceError("; ".join(f"{name}: is {why}" for name in foreign))
+
+
+def _check_conditioning(model_id: str, duration: float, sources: frozenset[str] | set[str]) -> None:
+    """What a MusicGen checkpoint can do with audio, known before it is loaded (the loaded backend checks
+    again): melody_from only on MusicGen-Melody checkpoints, which do not continue audio and decode one
+    window (30 s)."""
+    if not conditions_on_melody(model_id):
+        if "melody_from" in sources:
+            raise ServiceError(
+                f"melody_from: model {model_id!r} has no melody conditioning; use model='melody' "
+                "(facebook/musicgen-melody) or 'melody-large', or leave melody_from out"
+            )
+        return
+    if "continue_from" in sources:
+        raise ServiceError(
+            f"continue_from: model {model_id!r} is a melody checkpoint and does not continue audio; use a "
+            "text model (small, medium, large) to continue, or melody_from to follow a tune"
+        )
+    if duration > WINDOW_SECONDS:
+        raise ServiceError(
+            f"duration: must be at most {WINDOW_SECONDS:g} seconds for melody checkpoints like {model_id!r} "
+            f"(got {duration:g}); ask for less, or use a text model (small, medium, large) for longer pieces"
+        )
 
 
 def _validate_song(operation: str, params: dict[str, Any]) -> song_request.SongRequest:

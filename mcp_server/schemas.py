@@ -78,6 +78,18 @@ ContinueFrom = Annotated[
         "null = a new piece.",
     ),
 ]
+MelodyFrom = Annotated[
+    str | None,
+    Field(
+        min_length=1,
+        max_length=14_000_000,
+        description="A tune to follow (melody checkpoints only: model='melody' or 'melody-large'): a "
+        "completed job_id, a file under the server's input directories, or inline base64 WAV/FLAC (at "
+        "most 10 MiB), e.g. a hummed or played melody. Its chroma (pitch classes over time) conditions "
+        "the piece along with the prompt; only its first 30 s count; duration up to 30 s. Not with "
+        "continue_from. null = text only.",
+    ),
+]
 ExtendSeconds = Annotated[
     float,
     Field(ge=1, le=300, description="Seconds to add after the end of the job's audio (1-300)."),

@@ -43,6 +43,7 @@ from mcp_server.schemas import (
     JobStatus,
     Limit,
     LoudnessLufs,
+    MelodyFrom,
     ModelName,
     Prompt,
     Query,
@@ -104,6 +105,7 @@ def build_server(service: JobService, studio_url: str | None = None) -> MCPServe
         steps: song_args.Steps = None,
         continue_from: ContinueFrom = None,
         context_seconds: ContextSeconds | None = None,
+        melody_from: MelodyFrom = None,
     ) -> Annotated[CallToolResult, GenerateResult]:
         """Generate music from a text description; one WAV per variation.
 
@@ -111,9 +113,11 @@ def build_server(service: JobService, studio_url: str | None = None) -> MCPServe
         pieces of 1-300 s at 32 kHz (made in 30 s windows, each prompted with the last context_seconds of the
         piece so far), tuned by temperature, top_k, top_p, guidance_scale; continue_from continues audio (a
         job_id, an input file or base64 WAV/FLAC): duration is then the seconds added and the result is the
-        whole piece. ACE-Step 1.5 (model="ace-step" or "ace-step-base"; MIT): songs with lyrics of 10-600 s,
-        48 kHz stereo, tuned by lyrics, bpm, key, time_signature, vocal_language, steps (guidance_scale on
-        base). A parameter of the other family is refused by name; null ones take the model's default.
+        whole piece; melody_from (melody checkpoints: model="melody", up to 30 s) makes the piece follow a
+        tune, e.g. a hummed or played melody. ACE-Step 1.5 (model="ace-step" or "ace-step-base"; MIT): songs
+        with lyrics of 10-600 s, 48 kHz stereo, tuned by lyrics, bpm, key, time_signature, vocal_language,
+        steps (guidance_scale on base). A parameter of the other family is refused by name; null ones take
+        the model's default.
 
         Describe genre, instruments, mood and tempo, e.g. "lo-fi hip hop beat, mellow piano, 80 bpm".
         Jobs are queued at once and this call waits up to wait_seconds (default 45; keep it under your
@@ -148,6 +152,7 @@ def build_server(service: JobService, studio_url: str | None = None) -> MCPServe
                     "context_seconds": context_seconds,
                 },
                 continue_from,
+                melody_from,
             )
             jobs = await service.wait([job.job_id for job in queued], wait_seconds, _reporter(ctx, service))
         return _result(GenerateResult(jobs=jobs), jobs, studio_url, waited=True)

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from engine import GenerationRequest
 from engine.models import looks_like_path
 from mcp_server import families
-from mcp_server.conditioning_sources import SOURCE_KEY, Source, SourceError, resolve_source
+from mcp_server.conditioning_sources import MELODY_KEY, SOURCE_KEY, Source, SourceError, resolve_source
 from mcp_server.config import Settings, describe_validation_error
 from mcp_server.notify import Relay, uses_notify
 from mcp_server.schemas import TERMINAL, Job, job_from_generation
@@ -237,17 +237,23 @@ class JobService:
         lineages: list[Lineage] | None = None,
         *,
         continue_from: Source | None = None,
+        melody_from: Source | None = None,
     ) -> list[Job]:
         """Queue (prompt, params) jobs for ``model_id`` in one transaction (with their lineage); with
-        ``continue_from`` each continues that audio (``duration`` seconds are added) and records it as its
-        lineage."""
+        ``continue_from`` each continues that audio (``duration`` seconds are added), with ``melody_from``
+        each follows that tune, and records it as its lineage."""
         metadata: dict[str, Any] = {}
-        if continue_from is not None:
-            metadata[SOURCE_KEY] = str(continue_from.path)
-            note = continue_from.note()
+        for source, key, operation in (
+            (continue_from, SOURCE_KEY, Operation.CONTINUE),
+            (melody_from, MELODY_KEY, Operation.MELODY),
+        ):
+            if source is None:
+                continue
+            metadata[key] = str(source.path)
+            note = source.note(operation)
             if note:
                 metadata["note"] = note
-            lineages = [continue_from.lineage(Operation.CONTINUE)] * len(jobs)
+            lineages = [source.lineage(operation)] * len(jobs)
         generations = await _in_thread(self._create, model_id, jobs, lineages, metadata)
         if self.worker is not None:
             self.worker.wake()

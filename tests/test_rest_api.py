@@ -365,3 +365,12 @@ def test_extend_a_job_and_continue_from_over_the_same_service(server: str) -> No
         timeout=30,
     )
     assert refused.status_code in (404, 422) and "continue_from" in refused.text
+    # melody_from is a field of REST generate too (it follows a tune on melody checkpoints only; this server's
+    # tiny checkpoint is text-conditioned, so it is refused by name and nothing is queued).
+    refused = httpx.post(
+        f"{server}/api/v1/generate",
+        json={"prompt": "x", "duration": 1, "melody_from": parent["job_id"]},
+        timeout=30,
+    )
+    assert refused.status_code == 422 and "melody_from" in refused.text
+    assert "no melody conditioning" in refused.text

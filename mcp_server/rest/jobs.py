@@ -42,7 +42,9 @@ async def generate(body: GenerateRequest, service: Service) -> GenerateResult | 
         except ValidationError as exc:
             return from_validation_error(exc)
     return GenerateResult(
-        jobs=await derive.generate(service, body.model, body.variations, params, body.continue_from)
+        jobs=await derive.generate(
+            service, body.model, body.variations, params, body.continue_from, body.melody_from
+        )
     )
 
 

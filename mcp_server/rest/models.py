@@ -20,6 +20,7 @@ from mcp_server.schemas import (
     GuidanceScale,
     JobIds,
     LoudnessLufs,
+    MelodyFrom,
     ModelName,
     Prompt,
     Seed,
@@ -56,10 +57,11 @@ class GenerateRequest(BaseModel):
     steps: song_args.Steps = None
     continue_from: ContinueFrom = None
     context_seconds: ContextSeconds | None = None
+    melody_from: MelodyFrom = None
 
     def generation_params(self) -> dict[str, Any]:
         """The generation's arguments (null = the model family's default)."""
-        return self.model_dump(exclude={"variations", "model", "continue_from"})
+        return self.model_dump(exclude={"variations", "model", "continue_from", "melody_from"})
 
 
 class ExtendRequest(BaseModel):

@@ -1,0 +1,115 @@
+"""melody_from end to end: a real MCP client driving `dgx-music serve` over stdio on the tiny melody
+checkpoint; a melody request decodes in the batching loop beside a text-only one, its lineage is recorded
+as for continue_from, and bad uses are tool errors naming the argument."""
+
+from __future__ import annotations
+
+import base64
+import io
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+from mcp import Client, StdioServerParameters
+from mcp_testing import DGX_MUSIC, error_text, server_env, structured
+
+from engine.audio import integrated_loudness
+
+pytestmark = pytest.mark.anyio
+
+
+def _tune_wav(rate: int = 44_100, seconds: float = 4.0) -> bytes:
+    """A sine melody (a rising arpeggio, 0.5 s a note) as WAV bytes, at a rate the server must resample."""
+    notes = [60, 64, 67, 72, 67, 64, 62, 59]
+    step = np.arange(round(0.5 * rate)) / rate
+    tune = np.concatenate([np.sin(2 * np.pi * 440 * 2 ** ((n - 69) / 12) * step) for n in notes])
+    buffer = io.BytesIO()
+    sf.write(buffer, 0.5 * tune[: round(seconds * rate)], rate, format="WAV")
+    return buffer.getvalue()
+
+
+async def _finished(client: Client, job: dict[str, Any]) -> dict[str, Any]:
+    if job["status"] in ("pending", "processing"):
+        job = structured(await client.call_tool("job_status", {"job_id": job["job_id"], "wait_seconds": 300}))
+    return job
+
+
+def _seconds(job: dict[str, Any]) -> float:
+    samples, rate = sf.read(job["audio"]["path"], always_2d=True, dtype="float32")
+    assert integrated_loudness(samples.T, rate) == pytest.approx(-14, abs=0.5)
+    return samples.shape[0] / rate
+
+
+async def test_melody_from_completes_in_the_batching_loop_beside_a_text_only_request(
+    tiny_melody_checkpoint: Path, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    tune = _tune_wav()
+    params = StdioServerParameters(
+        command=DGX_MUSIC, args=["serve"], env=server_env(home, tiny_melody_checkpoint)
+    )
+    async with Client(params) as client:
+        inline = base64.b64encode(tune).decode()
+        # Queued back to back without waiting: the worker decodes them in one running batch.
+        [melody] = structured(
+            await client.call_tool(
+                "generate_music",
+                {"prompt": "folk tune", "duration": 12, "melody_from": inline, "seed": 1, "wait_seconds": 0},
+            )
+        )["jobs"]
+        [text] = structured(
+            await client.call_tool(
+                "generate_music", {"prompt": "ambient pad", "duration": 3, "seed": 2, "wait_seconds": 0}
+            )
+        )["jobs"]
+        melody, text = await _finished(client, melody), await _finished(client, text)
+        assert melody["status"] == text["status"] == "completed", (melody, text)
+        start = {job["job_id"]: datetime.fromisoformat(job["started_at"]) for job in (melody, text)}
+        end = {job["job_id"]: datetime.fromisoformat(job["completed_at"]) for job in (melody, text)}
+        # They overlapped: the short text-only job started before the melody job ended, and ended first.
+        assert start[text["job_id"]] < end[melody["job_id"]] and end[text["job_id"]] < end[melody["job_id"]]
+        assert _seconds(melody) == 12.0 and _seconds(text) == 3.0
+        lineage = melody["lineage"]
+        assert lineage["operation"] == "melody" and lineage["parent_id"] is None
+        assert lineage["source_file_sha256"] and lineage["source_file_name"].startswith("inline-")
+
+        # From a completed job (its audio is the tune; the job is the parent) and from an input file.
+        (home / "inputs").mkdir(parents=True, exist_ok=True)
+        (home / "inputs" / "hum.wav").write_bytes(tune)
+        for source, parent in ((text["job_id"], text["job_id"]), ("hum.wav", None)):
+            [child] = structured(
+                await client.call_tool(
+                    "generate_music",
+                    {"prompt": "strings", "duration": 2, "melody_from": source, "wait_seconds": 300},
+                )
+            )["jobs"]
+            assert child["status"] == "completed", child
+            assert child["lineage"]["operation"] == "melody" and child["lineage"]["parent_id"] == parent
+            assert _seconds(child) == 2.0
+
+        # Bad uses are tool errors naming the argument, and queue nothing.
+        before = len(structured(await client.call_tool("list_history", {"limit": 50}))["items"])
+        bad = {
+            "no-such-job": "melody_from: no job",
+            "../../etc/passwd": "outside the input directories",
+        }
+        for source, expected in bad.items():
+            result = await client.call_tool(
+                "generate_music", {"prompt": "x", "duration": 1, "melody_from": source}
+            )
+            assert expected in error_text(result)
+        both = {"prompt": "x", "duration": 1, "melody_from": "hum.wav", "continue_from": "hum.wav"}
+        assert "melody_from" in error_text(await client.call_tool("generate_music", both))
+        result = await client.call_tool(
+            "generate_music", {"prompt": "x", "duration": 1, "continue_from": "hum.wav"}
+        )
+        assert "continue_from" in error_text(result) and "does not continue audio" in error_text(result)
+        result = await client.call_tool(
+            "generate_music", {"prompt": "x", "duration": 31, "melody_from": "hum.wav"}
+        )
+        assert "duration" in error_text(result) and "30" in error_text(result)
+        after = len(structured(await client.call_tool("list_history", {"limit": 50}))["items"])
+        assert after == before
