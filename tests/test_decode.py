@@ -87,10 +87,14 @@ def _alone(
     return run.codes["alone"], outcomes["alone"]
 
 
-def _generate_codes(
-    loaded: loading.LoadedModel, request: GenerationRequest, monkeypatch: pytest.MonkeyPatch
+def generate_codes(
+    loaded: loading.LoadedModel,
+    request: GenerationRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    **conditioning: Any,
 ) -> tuple[torch.Tensor, np.ndarray]:
-    """Greedy codes and audio from transformers' ``generate``; the codes as it hands them to EnCodec."""
+    """Greedy codes and audio from transformers' ``generate`` (given ``conditioning`` too, e.g. a melody's
+    ``input_features``); the codes as it hands them to EnCodec."""
     model = loaded.model
     handed: list[torch.Tensor] = []
     real_decode = model.audio_encoder.decode
@@ -104,7 +108,11 @@ def _generate_codes(
         inputs = loaded.processor(text=[request.prompt], padding=True, return_tensors="pt")
         steps = Plan.for_duration(model, request.duration).steps
         audio = model.generate(
-            **inputs, do_sample=False, guidance_scale=request.guidance_scale, max_new_tokens=steps
+            **inputs,
+            **conditioning,
+            do_sample=False,
+            guidance_scale=request.guidance_scale,
+            max_new_tokens=steps,
         )
     # Stereo: left (even codebooks) and right (odd) are decoded separately; interleave them back.
     codes = torch.stack([codes[0, 0] for codes in handed], dim=1).flatten(0, 1)
@@ -117,7 +125,7 @@ def test_greedy_codes_and_audio_equal_transformers_generate(
 ) -> None:
     loaded: loading.LoadedModel = request.getfixturevalue(checkpoint)
     greedy = GenerationRequest(prompt="warm piano lofi beat with vinyl crackle", duration=1.0, top_k=1)
-    expected_codes, expected_audio = _generate_codes(loaded, greedy, monkeypatch)
+    expected_codes, expected_audio = generate_codes(loaded, greedy, monkeypatch)
 
     codes, outcome = _alone(loaded, greedy, monkeypatch)
     assert codes.shape == expected_codes.shape == (loaded.model.decoder.num_codebooks, 50)

@@ -10,14 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from test_decode import Run
+from test_decode import Run, generate_codes
 
 from engine.backend import InvalidRequest
 from engine.conditioning import DecodedAudio
 from engine.musicgen import loading
 from engine.musicgen.backend import MusicgenBackend
 from engine.musicgen.chroma import melody_chroma
-from engine.musicgen.decode import Plan
 from engine.musicgen.prefix import Melody
 from engine.request import GenerationRequest
 
@@ -44,37 +43,6 @@ def tune(midis: list[int], note_seconds: float = 0.5, rate: int = RATE) -> np.nd
 TUNE = tune([60, 64, 67, 72, 67, 64, 62, 59])
 
 
-def _generate_codes(
-    loaded: loading.LoadedModel,
-    request: GenerationRequest,
-    chroma: torch.Tensor | None,
-    monkeypatch: pytest.MonkeyPatch,
-) -> torch.Tensor:
-    """Greedy codes of transformers' own ``generate`` (with ``input_features`` = the chroma), as it hands
-    them to EnCodec."""
-    model = loaded.model
-    handed: list[torch.Tensor] = []
-    real_decode = model.audio_encoder.decode
-
-    def recording_decode(codes: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        handed.append(codes.clone())
-        return real_decode(codes, *args, **kwargs)
-
-    features = {} if chroma is None else {"input_features": chroma[None]}
-    with monkeypatch.context() as patch, torch.inference_mode():
-        patch.setattr(model.audio_encoder, "decode", recording_decode)
-        inputs = loaded.processor(text=[request.prompt], padding=True, return_tensors="pt")
-        model.generate(
-            **inputs,
-            **features,
-            do_sample=False,
-            guidance_scale=request.guidance_scale,
-            max_new_tokens=Plan.for_duration(model, request.duration).steps,
-        )
-    [codes] = handed
-    return codes[0, 0]
-
-
 def _alone(loaded: loading.LoadedModel, request: GenerationRequest | Melody) -> torch.Tensor:
     run = Run(MusicgenBackend(loaded, max_batch=4))
     assert run({0: [("alone", request)]})["alone"].status == "completed"
@@ -88,7 +56,7 @@ def test_greedy_melody_codes_equal_transformers_generate(
     melody_model: loading.LoadedModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     chroma = melody_chroma(TUNE)
-    expected = _generate_codes(melody_model, GREEDY, chroma, monkeypatch)
+    expected, _ = generate_codes(melody_model, GREEDY, monkeypatch, input_features=chroma[None])
     codes = _alone(melody_model, Melody(GREEDY, chroma))
     assert codes.shape == expected.shape == (4, 50)
     assert torch.equal(codes, expected)
@@ -96,7 +64,7 @@ def test_greedy_melody_codes_equal_transformers_generate(
     # transformers' text-only codes (the "no melody" chroma in both halves of guidance).
     text_only = _alone(melody_model, GREEDY)
     assert not torch.equal(text_only, codes)
-    assert torch.equal(text_only, _generate_codes(melody_model, GREEDY, None, monkeypatch))
+    assert torch.equal(text_only, generate_codes(melody_model, GREEDY, monkeypatch)[0])
 
 
 SAMPLED_MELODY = Melody(
