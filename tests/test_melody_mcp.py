@@ -89,10 +89,22 @@ async def test_melody_from_completes_in_the_batching_loop_beside_a_text_only_req
             assert child["status"] == "completed", child
             assert child["lineage"]["operation"] == "melody" and child["lineage"]["parent_id"] == parent
             assert _seconds(child) == 2.0
+            assert child["note"] is None
+
+        # A tune longer than the melody window is used from its start, and the job says so.
+        long_tune = np.tile(sf.read(io.BytesIO(_tune_wav(rate=8_000)))[0], 9)  # 36 s
+        sf.write(home / "inputs" / "long-hum.wav", long_tune, 8_000)
+        [long] = structured(
+            await client.call_tool(
+                "generate_music",
+                {"prompt": "strings", "duration": 1, "melody_from": "long-hum.wav", "wait_seconds": 300},
+            )
+        )["jobs"]
+        assert long["status"] == "completed" and "only its first 30 s condition the melody" in long["note"]
 
         # Bad uses are tool errors naming the argument, and queue nothing.
         before = len(structured(await client.call_tool("list_history", {"limit": 50}))["items"])
-        refusals = [
+        refusals: list[tuple[dict[str, Any], str]] = [
             ({"melody_from": "no-such-job"}, "melody_from: no job"),
             ({"melody_from": "../../etc/passwd"}, "outside the input directories"),
             ({"melody_from": "hum.wav", "continue_from": "hum.wav"}, "melody_from: give continue_from or"),
