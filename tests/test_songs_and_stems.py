@@ -90,6 +90,10 @@ async def test_a_song_with_lyrics_and_a_section_edit_over_stdio(
         )
         assert "top_k: is a MusicGen-only argument" in error_text(refused)
         refused = await client.call_tool(
+            "generate_music", {"prompt": "pop", "model": "ace-step", "melody_from": "hum.wav"}
+        )
+        assert "melody_from: is a MusicGen-only argument" in error_text(refused)
+        refused = await client.call_tool(
             "generate_music", {"prompt": "pop", "model": "ace-step", "duration": 5}
         )
         assert "duration" in error_text(refused) and "10" in error_text(refused)
