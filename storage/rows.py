@@ -1,4 +1,4 @@
-"""Query pieces shared by the parts of Store: the clock, a row by id, the pending queue and its order."""
+"""What the parts of Store share: the clock, one row by id, the pending queue, (created_at, id) order."""
 
 from __future__ import annotations
 
