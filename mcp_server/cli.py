@@ -97,6 +97,16 @@ def load_settings(**flags: Any) -> Settings:
         fail(str(exc))
 
 
+# The settings flags of both long-running processes that load models, `serve` and `worker`.
+_MODEL_PROCESS_FLAGS = ("home", "model", "device", "dtype", "database_url", "max_batch", "log_level")
+
+
+def _model_process_settings(ctx: typer.Context, **role_flags: Any) -> Settings:
+    """Settings of `serve` or `worker`: the flags they share, read from the command's parsed parameters so
+    each is passed on in one place, plus `role_flags`, the settings that only this command takes."""
+    return load_settings(**{name: ctx.params[name] for name in _MODEL_PROCESS_FLAGS}, **role_flags)
+
+
 def _history_service(home: Path | None, database_url: str | None) -> JobService:
     """A job service that is never started: the history and its files, without the worker or a model."""
     settings = load_settings(home=home, database_url=database_url)
@@ -109,6 +119,7 @@ def _history_service(home: Path | None, database_url: str | None) -> JobService:
 
 @app.command()
 def serve(
+    ctx: typer.Context,
     transport: Annotated[TransportName, typer.Option(help="stdio for Claude Desktop/Code; sse or http.")] = (
         TransportName.stdio
     ),
@@ -142,17 +153,7 @@ def serve(
     ] = False,
 ) -> None:
     """Run the MCP server (stdio by default: stdout carries the protocol, logs go to stderr and a file)."""
-    settings = load_settings(
-        home=home,
-        model=model,
-        device=device,
-        dtype=dtype,
-        database_url=database_url,
-        max_batch=max_batch,
-        max_queue=max_queue,
-        job_timeout_s=job_timeout_s,
-        log_level=log_level,
-    )
+    settings = _model_process_settings(ctx, max_queue=max_queue, job_timeout_s=job_timeout_s)
     with user_errors():
         if transport is not TransportName.stdio:
             check_http_exposure(settings.token, host)  # before the slow imports: refuse at once
@@ -164,6 +165,7 @@ def serve(
 
 @app.command()
 def worker(
+    ctx: typer.Context,
     models: Annotated[
         str | None,
         typer.Option(
@@ -201,18 +203,8 @@ def worker(
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = None,
 ) -> None:
     """Run a worker: load models and decode queued jobs; no MCP, only /health and /metrics over HTTP."""
-    settings = load_settings(
-        home=home,
-        model=model,
-        device=device,
-        dtype=dtype,
-        database_url=database_url,
-        outputs=outputs,
-        worker_models=models,
-        worker_id=worker_id,
-        lease_s=lease_s,
-        max_batch=max_batch,
-        log_level=log_level,
+    settings = _model_process_settings(
+        ctx, outputs=outputs, worker_models=models, worker_id=worker_id, lease_s=lease_s
     )
     with user_errors():
         check_http_exposure(settings.token, host)

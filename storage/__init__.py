@@ -1,5 +1,6 @@
 """storage: the generation history (SQLite WAL or PostgreSQL, Alembic migrations) and Broadcast WAV files."""
 
+from storage.core import Generation
 from storage.db import default_home
 from storage.errors import (
     AmbiguousId,
@@ -12,9 +13,11 @@ from storage.errors import (
     StorageBusy,
     StorageError,
 )
+from storage.history import Page
 from storage.lineage import Lineage, Operation
 from storage.models import Status
-from storage.store import Generation, Page, RecoveryReport, Store
+from storage.recovery import RecoveryReport
+from storage.store import Store
 
 __all__ = [
     "AmbiguousId",

@@ -27,9 +27,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import Session
 
+from storage.core import Generation
 from storage.db import db_now, run_transaction
+from storage.jobs import release
 from storage.models import GenerationRow, Status, WorkerRow
-from storage.store import Generation, Store, release
+from storage.store import Store
 
 ANY_MODEL = "*"
 
