@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import psutil
 import torch
 
 from bench.benchmark import resolve_checkpoint
@@ -220,24 +221,31 @@ async def mcp_scenario(args: argparse.Namespace, checkpoint: Path, scratch: Path
         if status.get("status") != "completed":
             raise RuntimeError(f"MCP job {job_id}: {status}")
 
+    def server_cpu() -> float:
+        """CPU seconds of the ``dgx-music serve`` subprocess (this process's only child) so far."""
+        return sum(sum(child.cpu_times()[:2]) for child in psutil.Process().children(recursive=True))
+
     async with Client(server) as client:
         await finish(client, await generate(client, 97, 0))  # warm: model loaded, kernels initialised
-        started = time.monotonic()
+        started, cpu = time.monotonic(), server_cpu()
         for index in range(4):
             await finish(client, await generate(client, index, 0))
-        one_at_a_time = time.monotonic() - started
-        started = time.monotonic()
+        one_at_a_time, one_at_a_time_cpu = time.monotonic() - started, server_cpu() - cpu
+        started, cpu = time.monotonic(), server_cpu()
         ids = [await generate(client, index + 10, 0) for index in range(4)]
         for job_id in ids:
             await finish(client, job_id)
-        together = time.monotonic() - started
+        together, together_cpu = time.monotonic() - started, server_cpu() - cpu
     return Scenario(
         "MCP stdio 4 calls",
         4,
         together,
         [together],
         throughput_vs_solo=one_at_a_time / together,
-        note=f"one after another (wait 0) {together:.1f} s vs one at a time {one_at_a_time:.1f} s",
+        note=f"one after another (wait 0) {together:.1f} s vs one at a time {one_at_a_time:.1f} s; "
+        f"server cpu {together_cpu:.1f} s vs {one_at_a_time_cpu:.1f} s",
+        cpu_seconds=together_cpu,
+        cpu_throughput_vs_solo=one_at_a_time_cpu / together_cpu,
     )
 
 
