@@ -18,8 +18,12 @@ Scenarios, all in one process run, fp32 by default, every request ``--duration``
    after another with ``wait_seconds`` 0 against four made one at a time (each waiting for its result).
 
 Targets (issue 11, this CPU): staggered 4 ≥ 3× and 8 ≥ 5× solo throughput, every latency ≤ 1.6× solo,
-short-after-long < 40 %, MCP ≥ 2.5×. The machine's load average is printed: on a shared CPU the figures are
-noisy.
+short-after-long < 40 %, MCP ≥ 2.5×. The machine's load average is printed: on a shared CPU the wall figures
+are noisy. So each service scenario also records this process's CPU seconds (every thread: worker, asyncio,
+torch's), and staggered N its **CPU throughput**: the CPU seconds its requests took one at a time over the CPU
+seconds they took together. Other processes' load hardly changes that figure (it counts work, not waiting),
+so on a busy machine it is the steadier measure of what batching saves; with one torch thread
+(``--threads 1``) no spinning OpenMP thread inflates it.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import psutil
 import torch
 
 from bench.benchmark import resolve_checkpoint
@@ -55,6 +60,9 @@ class Scenario:
     solo_latencies: list[float] = field(default_factory=list)
     throughput_vs_solo: float | None = None
     note: str = ""
+    cpu_seconds: float | None = None  # this process's CPU time over the scenario
+    solo_cpu_seconds: list[float] = field(default_factory=list)
+    cpu_throughput_vs_solo: float | None = None
 
     @property
     def worst_latency_ratio(self) -> float | None:
@@ -82,6 +90,13 @@ async def timed_job(jobs: JobService, item: GenerationRequest, submitted: float 
     if done.status != "completed":
         raise RuntimeError(f"job {done.job_id} ended {done.status}: {done.error}")
     return time.monotonic() - started
+
+
+async def cpu_timed_job(jobs: JobService, item: GenerationRequest) -> tuple[float, float]:
+    """(seconds to stored audio, this process's CPU seconds meanwhile) of one request submitted alone."""
+    cpu = time.process_time()
+    latency = await timed_job(jobs, item)
+    return latency, time.process_time() - cpu
 
 
 async def ready(jobs: JobService) -> None:
@@ -114,24 +129,30 @@ async def service_scenarios(args: argparse.Namespace, checkpoint: Path, scratch:
     with service(scratch / "cold", checkpoint, args.dtype) as jobs:
         started = time.monotonic()
         latency = await timed_job(jobs, request(99, args.duration), started)
+        first_audio = jobs.worker.first_audio_seconds if jobs.worker is not None else None
         results.append(
             Scenario(
                 "cold start",
                 1,
                 latency,
                 [latency],
-                note=f"worker start to first stored audio {jobs.worker.first_audio_seconds or 0:.1f} s",
+                note=f"worker start to first stored audio {first_audio or 0:.1f} s",
             )
         )
         print_row(results[-1])
     with service(scratch / "warm", checkpoint, args.dtype) as jobs:
         await ready(jobs)
         await timed_job(jobs, request(98, 1.0))  # warm-up: kernels, page faults of memory-mapped weights
-        solo = [await timed_job(jobs, item) for item in items]
-        results.append(Scenario("solo", most, sum(solo), solo))
+        timed = [await cpu_timed_job(jobs, item) for item in items]
+        solo, solo_cpu = [latency for latency, _ in timed], [cpu for _, cpu in timed]
+        results.append(
+            Scenario("solo", most, sum(solo), solo, cpu_seconds=sum(solo_cpu), solo_cpu_seconds=solo_cpu)
+        )
         print_row(results[-1])
         for count in args.counts:
+            cpu = time.process_time()
             wall, latencies = await staggered(jobs, items[:count], args.gap)
+            cpu = time.process_time() - cpu
             scenario = Scenario(
                 f"staggered {count}",
                 count,
@@ -140,6 +161,9 @@ async def service_scenarios(args: argparse.Namespace, checkpoint: Path, scratch:
                 solo_latencies=solo[:count],
                 throughput_vs_solo=sum(solo[:count]) / wall,
                 note=f"{args.gap:g} s apart",
+                cpu_seconds=cpu,
+                solo_cpu_seconds=solo_cpu[:count],
+                cpu_throughput_vs_solo=sum(solo_cpu[:count]) / cpu,
             )
             results.append(scenario)
             print_row(scenario)
@@ -197,24 +221,31 @@ async def mcp_scenario(args: argparse.Namespace, checkpoint: Path, scratch: Path
         if status.get("status") != "completed":
             raise RuntimeError(f"MCP job {job_id}: {status}")
 
+    def server_cpu() -> float:
+        """CPU seconds of the ``dgx-music serve`` subprocess (this process's only child) so far."""
+        return sum(sum(child.cpu_times()[:2]) for child in psutil.Process().children(recursive=True))
+
     async with Client(server) as client:
         await finish(client, await generate(client, 97, 0))  # warm: model loaded, kernels initialised
-        started = time.monotonic()
+        started, cpu = time.monotonic(), server_cpu()
         for index in range(4):
             await finish(client, await generate(client, index, 0))
-        one_at_a_time = time.monotonic() - started
-        started = time.monotonic()
+        one_at_a_time, one_at_a_time_cpu = time.monotonic() - started, server_cpu() - cpu
+        started, cpu = time.monotonic(), server_cpu()
         ids = [await generate(client, index + 10, 0) for index in range(4)]
         for job_id in ids:
             await finish(client, job_id)
-        together = time.monotonic() - started
+        together, together_cpu = time.monotonic() - started, server_cpu() - cpu
     return Scenario(
         "MCP stdio 4 calls",
         4,
         together,
         [together],
         throughput_vs_solo=one_at_a_time / together,
-        note=f"one after another (wait 0) {together:.1f} s vs one at a time {one_at_a_time:.1f} s",
+        note=f"one after another (wait 0) {together:.1f} s vs one at a time {one_at_a_time:.1f} s; "
+        f"server cpu {together_cpu:.1f} s vs {one_at_a_time_cpu:.1f} s",
+        cpu_seconds=together_cpu,
+        cpu_throughput_vs_solo=one_at_a_time_cpu / together_cpu,
     )
 
 
@@ -223,11 +254,14 @@ def print_row(scenario: Scenario) -> None:
     worst = scenario.worst_latency_ratio
     latencies = " ".join(f"{value:.1f}" for value in scenario.latencies)
     solo = " ".join(f"{value:.1f}" for value in scenario.solo_latencies) or "-"
+    cpu = "" if scenario.cpu_seconds is None else f"  cpu {scenario.cpu_seconds:.1f} s"
+    if scenario.cpu_throughput_vs_solo is not None:
+        cpu += f" (cpu throughput {scenario.cpu_throughput_vs_solo:.2f}x)"
     print(
         f"{scenario.name:<20} {scenario.requests:>3}  wall {scenario.wall_seconds:7.1f} s  "
         f"throughput {ratio:>7}  "
         f"worst latency/solo {'-' if worst is None else f'{worst:.2f}x':>6}  latencies [{latencies}] "
-        f"solo [{solo}]  {scenario.note}",
+        f"solo [{solo}]{cpu}  {scenario.note}",
         flush=True,
     )
 

@@ -16,6 +16,7 @@ from engine import loading
 from engine.backend import Capabilities
 from engine.errors import EngineError
 from engine.models import looks_like_path
+from engine.musicgen import packed_linear
 from engine.request import BOUNDS, request_parameters
 
 
@@ -91,6 +92,8 @@ def _load(model_id: str, device: torch.device, dtype: torch.dtype, local_files_o
     if dtype == torch.qint8:
         quantize_decoder_int8(model)
     model.to(device).eval()
+    if packed_linear.available(device, dtype):
+        packed_linear.pack_decoder_linears(model)
     return LoadedModel(
         model_id=model_id,
         model=model,
