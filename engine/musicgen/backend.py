@@ -7,15 +7,15 @@ codes are taken out, the slot is free for the next admission, and once the devic
 step the codes are EnCodec-decoded, checked (non-finite values fail the request) and post-processed into the
 request's ``Outcome``.
 
-Buffers grow when an admission needs more slots, positions or text tokens than they hold (see
-``engine.musicgen.memory`` for what that costs and when a request waits instead). On CUDA they are sized
+Buffers grow when an admission needs more slots, positions or text tokens than they hold (sized by
+``engine.musicgen.admission``; see ``engine.musicgen.memory`` for what that costs and when a request waits
+instead). On CUDA they are sized
 once for the batch-size cap and the longest duration when memory allows, so graphs captured per bucket stay
-valid for the life of the backend.
+valid for the life of the backend. Which request holds which slot is ``engine.musicgen.rows``'s bookkeeping.
 """
 
 from __future__ import annotations
 
-import logging
 import secrets
 import time
 from collections import deque
@@ -42,8 +42,6 @@ from engine.musicgen.rows import Launch, Row, SlotTable
 from engine.musicgen.windows import MAX_PIECE_SECONDS, WINDOW_SECONDS, WindowPlan, plan_piece
 from engine.request import GenerationRequest
 from engine.results import audio_outcome, non_finite_message
-
-log = logging.getLogger(__name__)
 
 SEED_SPACE = 2**32
 
