@@ -9,9 +9,9 @@ request's ``Outcome``.
 
 Buffers grow when an admission needs more slots, positions or text tokens than they hold (sized by
 ``engine.musicgen.admission``; see ``engine.musicgen.memory`` for what that costs and when a request waits
-instead). On CUDA they are sized
-once for the batch-size cap and the longest duration when memory allows, so graphs captured per bucket stay
-valid for the life of the backend. Which request holds which slot is ``engine.musicgen.rows``'s bookkeeping.
+instead). On CUDA they are sized once for the batch-size cap and the longest duration when memory allows, so
+graphs captured per bucket stay valid for the life of the backend. Which request holds which slot is
+``engine.musicgen.rows``'s bookkeeping.
 """
 
 from __future__ import annotations
