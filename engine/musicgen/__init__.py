@@ -1,8 +1,10 @@
 """The MusicGen family: checkpoints loaded from the hub layout, decoded by our own batching step.
 
 - ``loading``: checkpoint, processor, device, dtype (int8 decoder on CPU);
-- ``decode``, ``kv_cache``, ``sampling``: one decode step over slots, each at its own position;
-- ``backend``: ``MusicgenBackend``, continuous batching behind ``engine.backend.Backend``;
+- ``decode``, ``decode_state``, ``kv_cache``, ``sampling``: one decode step over slots, each at its own
+  position; ``cuda_graphs``: that step captured per batch-size and length bucket;
+- ``backend``: ``MusicgenBackend``, continuous batching behind ``engine.backend.Backend``; ``requests``: what
+  it takes, validated; ``admission``: buffer shapes and the memory check; ``rows``: slot bookkeeping;
 - ``prefix``: MusicGen-Melody's conditioning (chroma and text) as a prefix of a slot's decoder positions;
 - ``reference``: transformers' ``generate`` (the benchmarks' baseline, tests' reference, backend "reference");
 - ``memory``: bytes per slot from the model's config; ``checkpoints``: random checkpoints for tests.

@@ -15,7 +15,8 @@ the same weights differently:
   changes shape, so a captured CUDA graph stays valid);
 - the delay pattern is computed per slot from its position and frame count; it is undone once, by a gather,
   when the slot finishes;
-- keys and values live in a static cache (``engine.musicgen.kv_cache``) written at each row's own position.
+- keys and values live in a static cache (``engine.musicgen.kv_cache``) written at each row's own position,
+  among the other per-slot buffers of a ``DecodeState`` (``engine.musicgen.decode_state``).
 - MusicGen-Melody checkpoints have no cross-attention: their conditioning (chroma, then text) is a prefix of
   the decoder's sequence, written into the slot's cache when it is admitted (``DecodeStep.prefill_prefix``,
   ``engine.musicgen.prefix``); the slot's audio positions follow it, and every cross-attention step is
@@ -27,16 +28,14 @@ Two ways to run a step, both computing what ``generate`` computes for each row:
   at the same position share one attention call. This makes a request's codes independent of its batch-mates
   down to the last bit (a masked, longer attention differs from the exact one in the last bits);
 - **masked** (CUDA): fixed shapes, attention over a length bucket masked per row, as graph replay needs
-  (``CudaGraphs`` captures it once per batch-size and length bucket).
+  (``engine.musicgen.cuda_graphs`` captures it once per batch-size and length bucket).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,11 +43,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.musicgen.kv_cache import CacheShape, SlotCache
-from engine.musicgen.sampling import SamplingParams, filter_logits, guide, sample
-from engine.request import GenerationRequest
-
-log = logging.getLogger(__name__)
+from engine.musicgen.decode_state import DecodeState
+from engine.musicgen.sampling import filter_logits, guide, sample
 
 LENGTH_BUCKET = 256  # masked attention reads positions in multiples of this (CUDA graph buckets)
 TEXT_BUCKET = 64  # cross-attention buffers grow in multiples of this many text tokens
@@ -128,131 +124,6 @@ def runs(slots: Sequence[int], key: Callable[[int], int]) -> list[tuple[int, int
         else:
             groups.append((slot, slot + 1, value))
     return groups
-
-
-class DecodeState:
-    """Every per-slot buffer of a running batch; all allocated up front, all written in place."""
-
-    def __init__(self, model: Any, shape: CacheShape, device: torch.device) -> None:
-        config = model.decoder.config
-        self.device = device
-        self.vocab_size = int(config.vocab_size)
-        self.codebooks = int(model.decoder.num_codebooks)
-        self.start_token = int(model.generation_config.decoder_start_token_id)
-        self.delay = torch.arange(self.codebooks, device=device) // config.audio_channels
-        slots, length = shape.slots, shape.length
-        self.cache = SlotCache(shape, model.decoder.dtype, device)
-        self.tokens = torch.full((slots, self.codebooks), self.start_token, dtype=torch.long, device=device)
-        self.codes = torch.full(
-            (slots, self.codebooks, length), self.start_token, dtype=torch.long, device=device
-        )
-        self.position = torch.zeros(slots, dtype=torch.long, device=device)
-        self.live = torch.zeros(slots, dtype=torch.long, device=device)  # 1 for a slot that is decoding
-        self.frames = torch.zeros(slots, dtype=torch.long, device=device)
-        self.prompt = torch.zeros(
-            slots, dtype=torch.long, device=device
-        )  # leading frames copied, not sampled
-        # Decoder positions before the slot's audio: a melody checkpoint's conditioning prefix (0 otherwise).
-        self.prefix = torch.zeros(slots, dtype=torch.long, device=device)
-        self.noise = torch.ones((slots, self.codebooks, self.vocab_size), dtype=torch.float32, device=device)
-        self.nonfinite = torch.zeros(slots, dtype=torch.bool, device=device)  # the row's logits went NaN/inf
-        self.params = SamplingParams.empty(slots, self.vocab_size, device)
-
-    @property
-    def shape(self) -> CacheShape:
-        return self.cache.shape
-
-    def grow(self, slots: int, length: int, text_length: int) -> bool:
-        """Room for ``slots`` slots of ``length`` positions and ``text_length`` text tokens, keeping every
-        slot's state; True when buffers were reallocated (captured graphs then no longer apply)."""
-        cache = self.cache.grown(slots, length, text_length)
-        if cache is self.cache:
-            return False
-        old = self.shape
-        new = cache.shape
-
-        def widened(tensor: torch.Tensor, fill: float | bool, trailing: tuple[int, ...] = ()) -> torch.Tensor:
-            size = (new.slots, *(trailing or tensor.shape[1:]))
-            grown = torch.full(size, fill, dtype=tensor.dtype, device=self.device)
-            index = (slice(0, old.slots), *(slice(0, size) for size in tensor.shape[1:]))
-            grown[index] = tensor
-            return grown
-
-        self.cache = cache
-        self.tokens = widened(self.tokens, self.start_token)
-        self.codes = widened(self.codes, self.start_token, (self.codebooks, new.length))
-        self.position = widened(self.position, 0)
-        self.live = widened(self.live, 0)
-        self.frames = widened(self.frames, 0)
-        self.prompt = widened(self.prompt, 0)
-        self.prefix = widened(self.prefix, 0)
-        self.noise = widened(self.noise, 1.0)
-        self.nonfinite = widened(self.nonfinite, False)
-        params = SamplingParams.empty(new.slots, self.vocab_size, self.device)
-        for mine, theirs in zip(
-            (self.params.temperature, self.params.top_k, self.params.top_p, self.params.guidance_scale),
-            (params.temperature, params.top_k, params.top_p, params.guidance_scale),
-            strict=True,
-        ):
-            theirs[: old.slots] = mine
-        self.params = params
-        return True
-
-    def start(
-        self, slot: int, request: GenerationRequest, frames: int, text: list[tuple[torch.Tensor, ...]]
-    ) -> None:
-        """Put a newly admitted request in ``slot``: text keys/values, parameters, position 0, frame count."""
-        for layer, (key, value) in enumerate(text):
-            self.cache.fill_text(slot, layer, key, value)
-        self.params.write(slot, request, self.vocab_size)
-        self.tokens[slot] = self.start_token
-        self.position[slot] = 0
-        self.frames[slot] = frames
-        self.prompt[slot] = 0
-        self.prefix[slot] = 0
-        self.nonfinite[slot] = False
-        self.live[slot] = 1
-
-    def restart(self, slot: int, frames: int, prompt: torch.Tensor) -> None:
-        """Start a new window in ``slot`` (same text and parameters) holding ``frames`` frames, the first
-        ``prompt.shape[-1]`` of them the given (codebooks, frames) codes: they are written in the delay
-        pattern, as if the slot had emitted them, and the step copies them instead of sampling (the lagging
-        codebooks of the first new frames included). ``DecodeStep.prefill`` then computes their keys and
-        values; the slot continues at the position after the prompt."""
-        context = int(prompt.shape[-1])
-        self.codes[slot] = self.start_token
-        index = self.delay[:, None] + torch.arange(context, device=self.device)
-        self.codes[slot].scatter_(1, index, prompt.to(self.device))
-        self.frames[slot] = frames
-        self.prompt[slot] = context
-        self.position[slot] = context
-        self.tokens[slot] = self.codes[slot, :, context - 1]
-        self.live[slot] = 1
-
-    def stop(self, slot: int) -> None:
-        """Free ``slot``: it stops advancing and writes (harmlessly) at its position 0 until reused."""
-        self.live[slot] = 0
-        self.position[slot] = 0
-        self.prefix[slot] = 0
-
-    def frames_of(self, slot: int, frames: int) -> torch.Tensor:
-        """Undo the delay pattern for one slot: its (codebooks, frames) codes (a new tensor)."""
-        index = self.delay[:, None] + torch.arange(frames, device=self.device)
-        return self.codes[slot].gather(1, index)
-
-    @contextmanager
-    def preserved(self) -> Iterator[None]:
-        """Run a throw-away step (graph warm-up) without disturbing running slots. Cached keys/values need no
-        saving: the throw-away step writes each row's current position, which the real step rewrites before
-        anything reads it."""
-        saved = [tensor.clone() for tensor in (self.tokens, self.codes, self.position, self.nonfinite)]
-        try:
-            yield
-        finally:
-            for tensor, copy in zip(
-                (self.tokens, self.codes, self.position, self.nonfinite), saved, strict=True
-            ):
-                tensor.copy_(copy)
 
 
 class DecodeStep:
@@ -451,53 +322,6 @@ class DecodeStep:
 
         normed = layer.final_layer_norm(hidden)
         return hidden + layer.fc2(layer.activation_fn(layer.fc1(normed)))
-
-
-class CudaGraphs:
-    """The masked step captured as a CUDA graph once per (batch-size bucket, length bucket) and replayed.
-
-    Buckets are powers of two of slots and multiples of ``LENGTH_BUCKET`` positions, so a step reads no more
-    cache than its bucket needs. All graphs share one memory pool. They stay valid as long as the state's
-    buffers do; ``DecodeState.grow`` replaces buffers, and the owner then calls ``clear``.
-    """
-
-    def __init__(self, step: DecodeStep) -> None:
-        self.step = step
-        self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
-        self.pool: Any = None
-        self.captures = 0  # how many graphs were captured, for tests and the gpu check
-
-    @staticmethod
-    def bucket(slots: int, capacity: int) -> int:
-        return min(1 << max(0, slots - 1).bit_length(), capacity)
-
-    def clear(self) -> None:
-        self.graphs.clear()
-
-    def run(self, state: DecodeState, slots: int, length: int) -> None:
-        key = (slots, length)
-        graph = self.graphs.get(key)
-        if graph is None:
-            graph = self._capture(state, slots, length)
-            self.graphs[key] = graph
-        graph.replay()
-
-    def _capture(self, state: DecodeState, slots: int, length: int) -> torch.cuda.CUDAGraph:
-        # Warm up on a side stream first (cuBLAS handles, lazy initialisation), as capture requires.
-        with state.preserved():
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                self.step.masked(state, slots, length)
-            torch.cuda.current_stream().wait_stream(side)
-        if self.pool is None:
-            self.pool = torch.cuda.graph_pool_handle()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):  # recorded, not run: the state is untouched
-            self.step.masked(state, slots, length)
-        self.captures += 1
-        log.info("captured the decode step for %d slot(s) x %d positions as a CUDA graph", slots, length)
-        return graph
 
 
 @torch.inference_mode()

@@ -75,6 +75,11 @@ class WindowPlan:
     def steps(self) -> int:
         return sum(window.steps for window in self.windows)
 
+    @property
+    def positions(self) -> int:
+        """Decode positions a slot needs for the longest window (its prompt included)."""
+        return max(window.context_frames + window.steps for window in self.windows)
+
     def steps_before(self, index: int) -> int:
         """Decode steps of the windows before window ``index``: added to that window's own count, the piece's
         progress."""
