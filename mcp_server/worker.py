@@ -24,13 +24,15 @@ claim carries this worker's id and a lease renewed by the heartbeat every ``leas
 lapsed goes back to the queue (any worker's heartbeat sweeps them), and a result produced under a lapsed
 claim is discarded, never committed over the new owner's. A worker claims only models it serves
 (``DGX_MUSIC_WORKER_MODELS``).
+
+This module is the loop, admission, leases and stops; model residency (steps 1 and 4) is in
+``mcp_server.residency``, writing each job's outcome in ``mcp_server.outcomes``, the lock in
+``mcp_server.worker_lock``.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import queue
 import threading
 import time
@@ -38,15 +40,16 @@ from collections import deque
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import DBAPIError
 
-from mcp_server import families, operations
+from mcp_server import families, operations, worker_lock
 from mcp_server.config import Settings
+from mcp_server.outcomes import Outcomes
+from mcp_server.residency import ModelResidency, Resident
 from mcp_server.telemetry import Telemetry
-from storage import Generation, IllegalTransition, LeaseLost, Store
+from storage import Generation, Store
 from storage.leases import ANY_MODEL, Leases
 
 if TYPE_CHECKING:  # torch and transformers load on the worker thread, so `initialize` is answered at once
@@ -59,7 +62,6 @@ NOTIFY_EVERY_SECONDS = 0.2  # progress wake-ups of waiters are throttled to this
 RETRY_SECONDS = 5  # after an unexpected worker error
 MAX_ATTEMPTS = 2  # a job left processing by a second crash fails instead of running a third time
 NOT_ADMITTED_STAGES = ("queued", "waiting for memory")  # claimed jobs outside every running batch
-MODEL_HEADROOM = 1.2  # a model is loaded beside others when free memory exceeds its weights by this factor
 
 
 @dataclass
@@ -74,15 +76,7 @@ class _Job:
     stop_reason: str | None = None  # "cancelled" | "timeout" | "shutdown" once asked to stop
 
 
-@dataclass
-class _Resident:
-    model_id: str
-    engine: families.LoadedModel
-    last_used: float = field(default_factory=time.monotonic)
-    draining: bool = False  # takes no new jobs: another model is waiting for its memory
-
-
-class Worker:
+class Worker(ModelResidency):
     """Owns the loaded models. ``start`` runs the loop on its own thread; other methods are thread-safe."""
 
     def __init__(
@@ -93,22 +87,18 @@ class Worker:
         self._notify = notify
         self.telemetry = telemetry
         self.state = "not started"  # for logs and doctor: standby | loading ... | ready | load failed: ...
-        self.first_audio_seconds: float | None = None  # from start to the first completed job's audio
         self._lock = threading.Lock()
         self._progress: dict[str, tuple[int, int, str]] = {}  # job id -> (done, total, stage)
-        self._loading: dict[str, float] = {}  # model id -> monotonic time its load started
+        self._loading = {}
         self._cancel_requested: set[str] = set()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self._loaders: list[threading.Thread] = []
-        self._loads: queue.SimpleQueue[tuple[str, families.LoadedModel | None, str | None]] = (
-            queue.SimpleQueue()
-        )
-        self._residents: dict[str, _Resident] = {}
+        self._loaders = []
+        self._loads = queue.SimpleQueue()
+        self._residents = {}
         self._jobs: dict[str, _Job] = {}  # claimed, by id
         self._waiting: dict[str, list[_Job]] = {}  # model id -> claimed jobs not admitted yet, oldest first
-        self._started = 0.0
         self._last_poll = 0.0
         self._last_notify = 0.0
         self.leases = Leases(store)
@@ -117,12 +107,13 @@ class Worker:
         self._shared = store.engine.dialect.name == "postgresql"  # other workers may serve this queue
         self._last_heartbeat = 0.0
         self.claim_seconds: deque[float] = deque(maxlen=1000)  # how long each claim that got jobs took
-        self.counts = {"completed": 0, "failed": 0, "requeued": 0, "discarded": 0, "expired": 0}
+        self.outcomes = Outcomes(settings, store, telemetry)
+        self.counts = self.outcomes.counts  # one dict: the heartbeat counts expired leases in it too
 
     # --- called from other threads ----------------------------------------------------------------------
 
     def start(self) -> None:
-        self._started = time.monotonic()
+        self.outcomes.started = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="dgx-music-worker", daemon=True)
         self._thread.start()
 
@@ -154,12 +145,13 @@ class Worker:
         with self._lock:
             return self._progress.get(job_id)
 
+    @property
+    def first_audio_seconds(self) -> float | None:
+        """Seconds from start to the first completed job's audio."""
+        return self.outcomes.first_audio_seconds
+
     def is_alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
-
-    @property
-    def resident_models(self) -> list[str]:
-        return list(self._residents)
 
     @property
     def jobs_in_progress(self) -> int:
@@ -173,16 +165,10 @@ class Worker:
     def serves(self, model_id: str) -> bool:
         return ANY_MODEL in self.models or model_id in self.models
 
-    def loading_since(self, model_id: str) -> float | None:
-        """Seconds ``model_id`` has been loading, or None when it is not loading."""
-        with self._lock:
-            started = self._loading.get(model_id)
-        return None if started is None else time.monotonic() - started
-
     # --- the loop ---------------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        lock = self._acquire_worker_lock()
+        lock = worker_lock.acquire(self.settings.lock_file, self._stop, self._go_on_standby)
         if lock is None:
             return
         try:
@@ -213,6 +199,9 @@ class Worker:
         finally:
             self._shutdown()
             lock.close()  # releases the flock
+
+    def _go_on_standby(self) -> None:
+        self.state = "standby"
 
     def _turn(self) -> bool:
         """One step boundary; True when some model stepped."""
@@ -266,7 +255,7 @@ class Worker:
                         request = core.validate(*operations.backend_params(generation, self.store))
                     except (InvalidRequest, operations.SourceUnavailable) as error:
                         for member in members:
-                            self._fail(member.id, str(error), member)
+                            self.outcomes.fail(member.id, str(error), member)
                         continue
                     job = _Job(generation, request, members)
                     for member in members:
@@ -283,7 +272,7 @@ class Worker:
                 if admission.decision is Decision.NEVER:
                     self._forget(job)
                     for member in job.members:
-                        self._fail(member.id, admission.reason, member)
+                        self.outcomes.fail(member.id, admission.reason, member)
                     continue
                 core.admit(job.generation.id, job.request)
                 job.admitted = time.monotonic()
@@ -367,111 +356,9 @@ class Worker:
         if resident is None or not resident.engine.core.cancel(job.generation.id):
             self._end(job, None)
 
-    # --- residency ------------------------------------------------------------------------------------
-
-    def _plan_residency(self) -> None:
-        """Load a model that has pending jobs and is not resident, when memory allows or can be made to."""
-        with self._lock:
-            if self._loading:
-                return  # one load at a time
-        now = datetime.now(UTC)
-        for model_id, oldest, _count in self.store.pending_models():
-            if model_id in self._residents or not self.serves(model_id):
-                continue
-            if self._fits_beside_residents(model_id):
-                self._begin_load(model_id)
-                return
-            idle = [
-                r
-                for r in self._residents.values()
-                if not r.engine.core.has_work and not self._waiting.get(r.model_id)
-            ]
-            if idle:
-                victim = min(idle, key=lambda resident: resident.last_used)
-                self._unload(victim)
-                self._begin_load(model_id)
-                return
-            if (now - oldest).total_seconds() >= self.settings.model_wait_s:
-                for resident in self._residents.values():
-                    if not resident.draining:
-                        log.info("%s stops taking jobs so %s can be loaded", resident.model_id, model_id)
-                    resident.draining = True
-            return  # the longest-waiting model goes first
-
-    def _fits_beside_residents(self, model_id: str) -> bool:
-        if not self._residents:
-            return True
-        from engine import loading, memory
-
-        weights = families.weights_bytes(model_id)
-        if weights is None:
-            weights = max(resident.engine.memory_bytes for resident in self._residents.values())
-        device = loading.select_device(self.settings.device)
-        return memory.free_bytes(device) >= MODEL_HEADROOM * weights
-
-    def _unload(self, resident: _Resident) -> None:
-        log.info("unloading %s to make room", resident.model_id)
-        del self._residents[resident.model_id]
-        self._waiting.pop(resident.model_id, None)
-        resident.engine.core.close()
-        from engine import loading
-
-        loading.release_memory(resident.engine.device)
-
-    def _begin_load(self, model_id: str) -> None:
-        with self._lock:
-            self._loading[model_id] = time.monotonic()
-        self.state = f"loading {model_id}"
-        self._last_heartbeat = 0.0  # tell the workers table at the next boundary
-        self._notify()
-        loader = threading.Thread(target=self._load, args=(model_id,), name=f"load-{model_id}", daemon=True)
-        self._loaders = [thread for thread in self._loaders if thread.is_alive()] + [loader]
-        loader.start()
-
-    def _load(self, model_id: str) -> None:
-        """On a helper thread: the engine or the reason it could not load."""
-        log.info("loading %s", model_id)
-        from engine import EngineError
-
-        try:
-            engine = families.load(model_id, self.settings)
-        except EngineError as error:
-            self._loads.put((model_id, None, str(error)))
-        except Exception as error:
-            log.exception("could not load %s", model_id)
-            self._loads.put((model_id, None, f"could not load the model: {type(error).__name__}: {error}"))
-        else:
-            self._loads.put((model_id, engine, None))
-        self._wake.set()
-
-    def _take_loaded(self) -> None:
-        while True:
-            try:
-                model_id, engine, error = self._loads.get_nowait()
-            except queue.Empty:
-                return
-            with self._lock:
-                self._loading.pop(model_id, None)
-            if engine is None:
-                self.state = f"load failed: {error}"
-                log.error("could not load %s: %s", model_id, error)
-                for generation in self._claim(model_id, self.settings.max_queue):
-                    self._fail(generation.id, error or "could not load the model", generation)
-                continue
-            self._residents[model_id] = _Resident(model_id, engine)
-            self.telemetry.model_loaded(engine)
-            for resident in self._residents.values():
-                resident.draining = False
-            self.state = "ready"
-            self._last_heartbeat = 0.0
-            log.info(
-                "loaded %s on %s (%s) in %.1f s", model_id, engine.device, engine.dtype, engine.load_seconds
-            )
-            self._wake.set()
-
     # --- outcomes -------------------------------------------------------------------------------------
 
-    def _record(self, resident: _Resident, report: StepReport) -> None:
+    def _record(self, resident: Resident, report: StepReport) -> None:
         for job_id, progress in report.progress.items():
             job = self._jobs.get(job_id)
             if job is not None:
@@ -484,99 +371,8 @@ class Worker:
     def _end(self, job: _Job, outcome: Outcome | None, device: str | None = None) -> None:
         """Record how a job ended: completed, failed, cancelled, timed out, or re-queued (shutdown)."""
         self._forget(job)
-        outputs = (
-            operations.outputs(job.members, outcome.result)
-            if outcome is not None and outcome.status == "completed" and outcome.result is not None
-            else {}
-        )
-        for member in job.members:
-            self._end_one(job, member, outcome, outputs.get(member.id), device)
+        self.outcomes.record(job.members, job.stop_reason, outcome, device)
         self._notify()
-
-    def _end_one(
-        self,
-        job: _Job,
-        member: Generation,
-        outcome: Outcome | None,
-        output: operations.Output | None,
-        device: str | None,
-    ) -> None:
-        job_id = member.id
-        try:
-            if outcome is not None and outcome.result is not None and output is not None:
-                result = outcome.result
-                self.store.complete(
-                    job_id,
-                    output.audio,
-                    result.sample_rate,
-                    loudness_lufs=output.loudness_lufs,
-                    peak_dbfs=output.peak_dbfs,
-                    generation_seconds=result.generation_seconds,
-                    device=device or "",
-                    seed=result.seed,
-                    claim=member,
-                    coding_history=operations.coding_history(member, device or "", result.seed, output.note),
-                )
-                self.telemetry.job_completed(result.generation_seconds)
-                self.counts["completed"] += 1
-                log.info("job %s completed (attempt %d)", job_id, member.attempts)
-                if self.first_audio_seconds is None:
-                    self.first_audio_seconds = time.monotonic() - self._started
-                    log.info("first audio %.1f s after the worker started", self.first_audio_seconds)
-            elif job.stop_reason == "lease lost":
-                self.counts["discarded"] += 1
-            elif outcome is not None and outcome.status == "completed":  # a stem this separator lacks
-                self.store.fail(
-                    job_id,
-                    f"stem: {member.model_name} makes no stem {member.lineage.stem!r}; nothing stored",
-                    claim=member,
-                )
-            elif outcome is not None and outcome.status == "failed":
-                self.store.fail(job_id, outcome.error or "generation failed", claim=member)
-            elif job.stop_reason == "timeout":
-                self.store.fail(
-                    job_id,
-                    f"exceeded the per-job time limit of {self.settings.job_timeout_s:g} s "
-                    "(DGX_MUSIC_JOB_TIMEOUT_S); ask for a shorter duration or raise the limit",
-                    claim=member,
-                )
-            elif job.stop_reason == "shutdown":
-                self.store.requeue(job_id, claim=member)
-                self.counts["requeued"] += 1
-            else:
-                with suppress(IllegalTransition):  # cancel_job already marked it
-                    self.store.cancel(job_id)
-        except LeaseLost as lost:
-            self.counts["discarded"] += 1
-            log.warning("job %s: late result discarded: %s", job_id, lost)
-        except IllegalTransition:
-            log.info("job %s was cancelled while it finished; its result is discarded", job_id)
-        except OSError as exc:  # a full disk, a quota, a file-size limit
-            log.exception("writing the audio of job %s failed", job_id)
-            outputs = self.store.outputs
-            self._fail(
-                job_id,
-                f"could not write the audio under {outputs}: {exc.strerror or exc}; free disk space there "
-                "(or lift the quota / file-size limit) and generate again",
-                member,
-            )
-        except Exception as exc:
-            if self._claim_lost(member):
-                self.counts["discarded"] += 1
-                log.warning(
-                    "job %s: late result discarded: its claim lapsed while it was stored (%s)", job_id, exc
-                )
-            else:
-                log.exception("recording the outcome of job %s failed", job_id)
-                self._fail(job_id, f"could not store the result: {type(exc).__name__}: {exc}", member)
-
-    def _claim_lost(self, claim: Generation) -> bool:
-        """Whether another claim (or the queue) has the job now; False when that cannot be known."""
-        try:
-            now = self.store.get(claim.id)
-        except Exception:
-            return False
-        return (now.status, now.worker_id, now.attempts) != ("processing", claim.worker_id, claim.attempts)
 
     def _forget(self, job: _Job) -> None:
         for member in job.members:
@@ -596,16 +392,6 @@ class Worker:
         """Each claimed job once (the stems of one separation share one)."""
         return list({id(job): job for job in self._jobs.values()}.values())
 
-    def _fail(self, job_id: str, error: str, claim: Generation | None = None) -> None:
-        try:
-            self.store.fail(job_id, error, claim=claim)
-            self.counts["failed"] += 1
-        except LeaseLost as lost:
-            self.counts["discarded"] += 1
-            log.warning("job %s: late failure discarded: %s", job_id, lost)
-        except Exception:
-            log.exception("could not mark job %s failed", job_id)
-
     def _shutdown(self) -> None:
         """Stop every claimed job at this boundary and put it back in the queue for the next worker."""
         for job in self._claimed():
@@ -623,28 +409,3 @@ class Worker:
         with suppress(Exception):  # the database may be what failed
             self.leases.unregister(self.worker_id)
         self._notify()
-
-    def _acquire_worker_lock(self) -> IO[str] | None:
-        """Hold worker.lock for the life of the worker; wait as a standby while another process holds it."""
-        self.settings.lock_file.parent.mkdir(parents=True, exist_ok=True)
-        handle = self.settings.lock_file.open("a+")
-        announced = False
-        while not self._stop.is_set():
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if not announced:
-                    log.info(
-                        "another process holds %s; this one queues and reads only", self.settings.lock_file
-                    )
-                    self.state = "standby"
-                    announced = True
-                self._stop.wait(1.0)
-                continue
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"{os.getpid()}\n")
-            handle.flush()
-            return handle
-        handle.close()
-        return None
