@@ -145,5 +145,7 @@ class Outcomes:
         except LeaseLost as lost:
             self.counts["discarded"] += 1
             log.warning("job %s: late failure discarded: %s", job_id, lost)
+        except IllegalTransition:  # cancel_job got there first (e.g. between its claim and its validation)
+            log.info("job %s was cancelled before its failure could be recorded (%s)", job_id, error)
         except Exception:
             log.exception("could not mark job %s failed", job_id)

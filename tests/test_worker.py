@@ -178,3 +178,27 @@ async def test_a_waiting_model_gets_its_turn_after_a_bounded_wait(
 
 async def _status_is(service: JobService, job_id: str, status: str) -> bool:
     return (await service.job(job_id)).status == status
+
+
+def test_failing_a_job_that_was_cancelled_meanwhile_is_not_an_error(
+    data_home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """cancel_job can land between a job's claim and its validation failing: the cancellation stands, and
+    the worker says so at info level instead of logging an error with a traceback."""
+    from mcp_server.outcomes import Outcomes
+    from mcp_server.telemetry import Telemetry
+    from storage import Store
+
+    settings = Settings.load({"DGX_MUSIC_HOME": str(data_home)})
+    store = Store(settings.home, settings.database_url)
+    job = store.create("a clip", "some/model", {"duration": 1.0})
+    [claim] = store.claim("some/model", 1)
+    store.cancel(job.id)
+    outcomes = Outcomes(settings, store, Telemetry())
+    with caplog.at_level("INFO", logger="mcp_server.worker"):
+        outcomes.fail(job.id, "duration: too long", claim)
+    assert store.get(job.id).status == "cancelled"
+    assert not [record for record in caplog.records if record.levelname == "ERROR"]
+    assert any("was cancelled before its failure" in record.getMessage() for record in caplog.records)
+    assert outcomes.counts["failed"] == 0
+    store.close()
