@@ -57,11 +57,9 @@ async def generate(
     model_id, prepared = generation_jobs(
         service, model, variations, params, sources={k for k, v in sources.items() if v is not None}
     )
-    if melody_from is not None:
-        melody = await service.source(melody_from, "melody_from")
-        return await service.submit_jobs(model_id, prepared, melody_from=melody)
-    source = await service.source(continue_from)
-    return await service.submit_jobs(model_id, prepared, continue_from=source)
+    continued = await service.source(continue_from)  # None when not given
+    melody = await service.source(melody_from, "melody_from")
+    return await service.submit_jobs(model_id, prepared, continue_from=continued, melody_from=melody)
 
 
 def generation_jobs(
