@@ -34,8 +34,9 @@ LICENCES: dict[Family, str] = {
 EXTRAS: dict[Family, tuple[str, str]] = {"acestep": ("songs", "diffusers"), "demucs": ("stems", "demucs")}
 
 
-def missing_extra(model_id: str) -> str | None:
-    """Why ``model_id``'s family cannot run in this install (its extra is not installed), or None."""
+def missing_extra(model_id: str, argument: str = "model") -> str | None:
+    """Why ``model_id`` (given as ``argument``) cannot run in this install (its family's extra is not
+    installed), or None."""
     import importlib.util
 
     family = family_of(model_id)
@@ -46,7 +47,7 @@ def missing_extra(model_id: str) -> str | None:
         return None
     what = "ACE-Step songs" if family == "acestep" else "Demucs stems"
     return (
-        f"model: {model_id!r} needs the {what} dependencies, which this server was installed without: "
+        f"{argument}: {model_id!r} needs the {what} dependencies, which this server was installed without: "
         f"install them with `pip install 'dgx-music[{extra}]'` (or `[all]`) in the server's environment and "
         "restart it"
     )

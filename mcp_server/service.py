@@ -225,9 +225,9 @@ class JobService:
                 "large, stereo-small, ace-step, ace-step-base, htdemucs, ...) or a hub id; the operator maps "
                 "aliases to local directories with DGX_MUSIC_MODEL_PATHS=alias=/dir,..."
             )
-        missing = families.missing_extra(model_id)
+        missing = families.missing_extra(model_id, argument)
         if missing is not None:
-            raise ServiceError(missing.replace("model:", f"{argument}:", 1))
+            raise ServiceError(missing)
         return model_id
 
     async def submit_jobs(
