@@ -32,6 +32,10 @@ gpu-check *args:
 bench-staggered *args:
     {{ py }} -m bench.staggered --mcp {{ args }}
 
+# What batching can pay on this machine at best: roofline, decoder linears and steps at 1/4/8, the ceiling.
+bench-ceiling *args:
+    {{ py }} -m bench.ceiling {{ args }}
+
 # Load the configured model (DGX_MUSIC_MODEL), generate 16 s, report latency and peak memory against the targets.
 test-model:
     {{ py }} -m mcp_server.doctor --full
