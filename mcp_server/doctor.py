@@ -9,6 +9,9 @@ with a confusing second error.
 ``full`` (``just test-model``) also generates 16 s of audio and reports latency and peak memory against the
 project's targets; ``gpu_only`` (``just validate-gpu``) runs the device checks and requires CUDA.
 Run as a module: ``python -m mcp_server.doctor [--full] [--gpu] [--duration S ...]``.
+
+This module runs the checks and prints the verdict; they live in ``doctor_device``, ``doctor_model`` and
+``doctor_host``, ``--full``'s measurement in ``doctor_measure``.
 """
 
 from __future__ import annotations
