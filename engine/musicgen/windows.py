@@ -44,6 +44,11 @@ class Window:
         return self.context_frames + self.new_frames
 
     @property
+    def first_frame(self) -> int:
+        """The piece's frame at the start of the window's context: where the window starts in the piece."""
+        return self.start - self.context_frames
+
+    @property
     def end(self) -> int:
         return self.start + self.new_frames
 
@@ -54,7 +59,7 @@ class Window:
             raise ValueError(
                 f"window {self.index} starts at frame {self.start}; only {piece_codes.shape[-1]} exist"
             )
-        return piece_codes[..., self.start - self.context_frames : self.start]
+        return piece_codes[..., self.first_frame : self.start]
 
 
 @dataclass(frozen=True)
