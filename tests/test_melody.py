@@ -141,11 +141,15 @@ def test_melody_rows_replay_in_cuda_graphs_as_they_decode_eagerly(tiny_melody_ch
     loaded = loading.load(str(tiny_melody_checkpoint), torch.device("cuda"), torch.float32)
     melody = Melody(SAMPLED_MELODY.request.model_copy(update={"top_k": 1}), SAMPLED_MELODY.tune)
     text = TEXT_ONLY.model_copy(update={"top_k": 1, "top_p": 0.0})
+    # Over its window boundary (step 1503) the long piece's prefix is rewritten while "late" decodes.
+    long = Melody(
+        GenerationRequest(prompt="folk", duration=31, context_seconds=2, top_k=1), SAMPLED_MELODY.tune
+    )
     codes = {}
     for graphs in (True, False):
         run = Run(MusicgenBackend(loaded, max_batch=4, cuda_graphs=graphs))
-        outcomes = run({0: [("text", text)], 5: [("melody", melody)]})
+        outcomes = run({0: [("text", text), ("long", long)], 5: [("melody", melody)], 1480: [("late", text)]})
         assert {outcome.status for outcome in outcomes.values()} == {"completed"}
         codes[graphs] = run.codes
-    for name in ("text", "melody"):
+    for name in ("text", "melody", "long", "late"):
         assert torch.equal(codes[True][name], codes[False][name]), name

@@ -186,21 +186,3 @@ def test_a_melody_continuation_runs_over_window_boundaries_exactly(melody_model:
     outcome = Run(backend)({0: [("extended", request)]})["extended"]
     assert outcome.status == "completed" and outcome.result is not None
     assert outcome.result.audio.shape == (1, round(33.5 * RATE))  # 2.5 s kept, 31 s added
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_a_melody_prefix_rewritten_at_a_boundary_replays_in_cuda_graphs_as_eagerly(
-    tiny_melody_checkpoint: Path,
-) -> None:
-    loaded = loading.load(str(tiny_melody_checkpoint), torch.device("cuda"), torch.float32)
-    piece = Melody(GenerationRequest(prompt="folk", duration=31, context_seconds=2, top_k=1), TUNE)
-    text = GenerationRequest(prompt="ambient pad", duration=3, top_k=1)
-    codes = {}
-    for graphs in (True, False):
-        run = Run(MusicgenBackend(loaded, max_batch=4, cuda_graphs=graphs))
-        outcomes = run({0: [("piece", piece)], 1450: [("text", text)]})
-        assert {outcome.status for outcome in outcomes.values()} == {"completed"}
-        codes[graphs] = run.codes
-    for name in ("piece", "text"):
-        assert torch.equal(codes[True][name], codes[False][name]), name
