@@ -34,7 +34,8 @@ from engine.musicgen.decode import tokenize
 from engine.musicgen.windows import MAX_PIECE_SECONDS, WINDOW_SECONDS, WindowPlan
 from engine.request import GenerationRequest
 
-# A tune conditions a piece for as long as the piece lasts (looped if shorter); more is never read.
+# A tune is read up to the longest piece's length; a window reaching past that (the last of a 300 s piece)
+# loops to the tune's start, as it does for any tune shorter than the piece.
 MAX_TUNE_SECONDS = MAX_PIECE_SECONDS
 
 
