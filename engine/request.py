@@ -68,8 +68,8 @@ class GenerationRequest(BaseModel):
     prompt: str = Field(description="What the music should sound like.")
     duration: float = Field(
         default=10.0,
-        description="Length of the piece in seconds (MusicGen: up to 300, in 30 s windows; melody "
-        "checkpoints up to 30). When continuing audio: the seconds added after it.",
+        description="Length of the piece in seconds (MusicGen, melody checkpoints included: up to 300, in "
+        "30 s windows). When continuing audio: the seconds added after it.",
     )
     seed: int | None = Field(
         default=None, description="Random seed; the same seed and parameters give the same audio."

@@ -20,7 +20,7 @@ from typing import Any
 
 from engine.backend import InvalidRequest
 from engine.conditioning import decode_inline_audio, read_audio_file
-from engine.musicgen.chroma import MAX_SECONDS as MELODY_SECONDS
+from engine.musicgen.prefix import MAX_TUNE_SECONDS
 from engine.musicgen.windows import MAX_PROMPT_SECONDS
 from mcp_server.config import Settings
 from mcp_server.inputs import InputPathError, resolve_input
@@ -56,11 +56,11 @@ class Source:
         """What the result will say when the source is longer than a continuation prompt (or a melody)
         may be."""
         if operation == Operation.MELODY:
-            if self.seconds <= MELODY_SECONDS:
+            if self.seconds <= MAX_TUNE_SECONDS:
                 return None
             return (
-                f"the tune is {self.seconds:.1f} s long; only its first {MELODY_SECONDS:g} s condition the "
-                "melody"
+                f"the tune is {self.seconds:.1f} s long; only its first {MAX_TUNE_SECONDS:g} s (the longest "
+                "piece) condition the melody"
             )
         if self.seconds <= MAX_PROMPT_SECONDS:
             return None
@@ -147,7 +147,7 @@ def _inline(text: str, argument: str, settings: Settings) -> Source:
 def engine_call(generation: Generation) -> tuple[str, dict[str, Any]]:
     """The engine operation and parameters of a claimed generation job: ``generate``; ``continue`` with the
     source audio decoded (its last ``MAX_PROMPT_SECONDS`` only); or ``melody`` with the tune (its first
-    ``MELODY_SECONDS``)."""
+    ``MAX_TUNE_SECONDS``)."""
     params: dict[str, Any] = {"prompt": generation.prompt, **all_params(generation)}
     if generation.params.get("loudness_lufs") is None:
         params["loudness_lufs"] = None  # asked for: keep the level as generated (not the default target)
@@ -155,7 +155,7 @@ def engine_call(generation: Generation) -> tuple[str, dict[str, Any]]:
     tune = metadata.get(MELODY_KEY)
     if tune is not None:
         params["source_audio"] = read_audio_file(
-            Path(tune), "melody_from", max_seconds=MELODY_SECONDS, keep="start"
+            Path(tune), "melody_from", max_seconds=MAX_TUNE_SECONDS, keep="start"
         )
         return "melody", params
     source = metadata.get(SOURCE_KEY)

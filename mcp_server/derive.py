@@ -3,7 +3,7 @@
 - ``generate``: generate_music's arguments checked against the chosen model's family (a parameter of the
   other family is refused by name), turned into one job per variation (``generation_jobs``), and queued,
   continuing ``continue_from``'s audio or following ``melody_from``'s tune when given (MusicGen; melody
-  only on MusicGen-Melody checkpoints);
+  only on MusicGen-Melody checkpoints, which continue audio too; not both at once);
 - ``edit`` / ``remix``: an ACE-Step job whose parent is a completed generation (any family);
 - ``separate``: one stem job per stem of the separator, created together with their lineage;
 - ``family`` and ``delete``: a piece with everything derived from it.
@@ -24,9 +24,8 @@ from engine import demucs
 from engine.acestep import request as song_request
 from engine.backend import InvalidRequest
 from engine.musicgen.loading import conditions_on_melody
-from engine.musicgen.windows import WINDOW_SECONDS
 from mcp_server import families
-from mcp_server.schemas import REQUEST_DEFAULTS, Job
+from mcp_server.schemas import Job
 from mcp_server.service import SEED_SPACE, JobService, ServiceError, _in_thread
 from mcp_server.song_args import ACESTEP_ONLY
 from storage import HasChildren, Lineage, NotFound, Operation
@@ -49,9 +48,11 @@ async def generate(
     """Queue generate_music's jobs (``params``: its arguments, null = the family's default), continuing
     ``continue_from``'s audio or following ``melody_from``'s tune when given."""
     if continue_from is not None and melody_from is not None:
+        # As audiocraft's MusicGen, whose generate_continuation takes no melody: a continuation on a melody
+        # checkpoint is conditioned on the text alone.
         raise ServiceError(
             "melody_from: give continue_from or melody_from, not both: a piece either continues audio or "
-            "follows a tune"
+            "follows a tune; to lengthen a melody piece, continue it alone (extend_music)"
         )
     sources = {"continue_from": continue_from, "melody_from": melody_from}
     model_id, prepared = generation_jobs(
@@ -84,7 +85,7 @@ def generation_jobs(
             "model='ace-step' for songs with lyrics, bpm, key and time signature"
         )
         _refuse(given, ACESTEP_ONLY, why)
-        _check_conditioning(model_id, float(given.get("duration") or REQUEST_DEFAULTS["duration"]), sources)
+        _check_conditioning(model_id, sources)
         requests = service.build_requests(variations, **given)
         return model_id, [(r.prompt, r.model_dump(exclude={"prompt"})) for r in requests]
     why = (
@@ -221,26 +222,13 @@ def _refuse(given: dict[str, Any], names: frozenset[str], why: str) -> None:
         raise ServiceError("; ".join(f"{name}: is {why}" for name in foreign))
 
 
-def _check_conditioning(model_id: str, duration: float, sources: frozenset[str] | set[str]) -> None:
+def _check_conditioning(model_id: str, sources: frozenset[str] | set[str]) -> None:
     """What a MusicGen checkpoint can do with audio, known before it is loaded (the loaded backend checks
-    again): melody_from only on MusicGen-Melody checkpoints, which do not continue audio and decode one
-    window (30 s)."""
-    if not conditions_on_melody(model_id):
-        if "melody_from" in sources:
-            raise ServiceError(
-                f"melody_from: model {model_id!r} has no melody conditioning; use model='melody' "
-                "(facebook/musicgen-melody) or 'melody-large', or leave melody_from out"
-            )
-        return
-    if "continue_from" in sources:
+    again): melody_from only on MusicGen-Melody checkpoints."""
+    if "melody_from" in sources and not conditions_on_melody(model_id):
         raise ServiceError(
-            f"continue_from: model {model_id!r} is a melody checkpoint and does not continue audio; use a "
-            "text model (small, medium, large) to continue, or melody_from to follow a tune"
-        )
-    if duration > WINDOW_SECONDS:
-        raise ServiceError(
-            f"duration: must be at most {WINDOW_SECONDS:g} seconds for melody checkpoints like {model_id!r} "
-            f"(got {duration:g}); ask for less, or use a text model (small, medium, large) for longer pieces"
+            f"melody_from: model {model_id!r} has no melody conditioning; use model='melody' "
+            "(facebook/musicgen-melody) or 'melody-large', or leave melody_from out"
         )
 
 

@@ -56,7 +56,8 @@ Duration = Annotated[
     Field(
         ge=1,
         le=600,
-        description="Length in seconds. MusicGen: 1-30; ACE-Step: 10-600 (songs up to 10 minutes).",
+        description="Length in seconds. MusicGen: 1-300 (melody checkpoints too); ACE-Step: 10-600 (songs "
+        "up to 10 minutes).",
     ),
 ]
 Seed = Annotated[int | None, _request_field("seed")]
@@ -86,8 +87,9 @@ MelodyFrom = Annotated[
         description="A tune to follow (melody checkpoints only: model='melody' or 'melody-large'): a "
         "completed job_id, a file under the server's input directories, or inline base64 WAV/FLAC (at "
         "most 10 MiB), e.g. a hummed or played melody. Its chroma (pitch classes over time) conditions "
-        "the piece along with the prompt; only its first 30 s count; duration up to 30 s. Not with "
-        "continue_from. null = text only.",
+        "the piece along with the prompt; a piece over 30 s follows it window by window (each 30 s "
+        "window the tune's matching 30 s, the tune looped when shorter than the piece); at most its first "
+        "300 s count. Not with continue_from. null = text only.",
     ),
 ]
 ExtendSeconds = Annotated[

@@ -129,7 +129,7 @@ def test_reference_rows_run_in_turn_and_do_not_depend_on_position(mono_reference
 def test_melody_checkpoint_decodes_in_the_batching_loop(tiny_melody_checkpoint: Path) -> None:
     engine = MusicEngine.load(str(tiny_melody_checkpoint), device="cpu", dtype="float32")
     assert (engine.backend, engine.max_batch_size, engine.audio_channels) == ("batched", 8, 1)
-    assert engine.core.capabilities.operations == {"generate", "melody"}
+    assert engine.core.capabilities.operations == {"generate", "continue", "melody"}
     steps: list[StepReport] = []
     [result] = engine.generate([make_request(duration=1.0)], on_step=steps.append)
     assert result is not None and result.audio.shape == (1, 32_000)

@@ -1,6 +1,7 @@
 """melody_from end to end: a real MCP client driving `dgx-music serve` over stdio on the tiny melody
 checkpoint; a melody request decodes in the batching loop beside a text-only one, its lineage is recorded
-as for continue_from, and bad uses are tool errors naming the argument."""
+as for continue_from, a melody piece runs over several 30 s windows and can be extended, and bad uses are
+tool errors naming the argument."""
 
 from __future__ import annotations
 
@@ -91,8 +92,8 @@ async def test_melody_from_completes_in_the_batching_loop_beside_a_text_only_req
             assert _seconds(child) == 2.0
             assert child["note"] is None
 
-        # A tune longer than the melody window is used from its start, and the job says so.
-        long_tune = np.tile(sf.read(io.BytesIO(_tune_wav(rate=8_000)))[0], 9)  # 36 s
+        # A tune longer than the longest piece is used from its start, and the job says so.
+        long_tune = np.tile(sf.read(io.BytesIO(_tune_wav(rate=8_000)))[0], 76)  # 304 s
         sf.write(home / "inputs" / "long-hum.wav", long_tune, 8_000)
         [long] = structured(
             await client.call_tool(
@@ -100,7 +101,7 @@ async def test_melody_from_completes_in_the_batching_loop_beside_a_text_only_req
                 {"prompt": "strings", "duration": 1, "melody_from": "long-hum.wav", "wait_seconds": 300},
             )
         )["jobs"]
-        assert long["status"] == "completed" and "only its first 30 s condition the melody" in long["note"]
+        assert long["status"] == "completed" and "only its first 300 s" in long["note"]
 
         # Bad uses are tool errors naming the argument, and queue nothing.
         before = len(structured(await client.call_tool("list_history", {"limit": 50}))["items"])
@@ -108,11 +109,51 @@ async def test_melody_from_completes_in_the_batching_loop_beside_a_text_only_req
             ({"melody_from": "no-such-job"}, "melody_from: no job"),
             ({"melody_from": "../../etc/passwd"}, "outside the input directories"),
             ({"melody_from": "hum.wav", "continue_from": "hum.wav"}, "melody_from: give continue_from or"),
-            ({"continue_from": "hum.wav"}, "continue_from: model"),  # a melody checkpoint does not continue
-            ({"melody_from": "hum.wav", "duration": 31}, "duration: must be at most 30 seconds"),
         ]
         for extra, expected in refusals:
             result = await client.call_tool("generate_music", {"prompt": "x", "duration": 1, **extra})
             assert expected in error_text(result), extra
         after = len(structured(await client.call_tool("list_history", {"limit": 50}))["items"])
         assert after == before
+
+
+async def test_a_melody_piece_over_one_window_and_its_extension(
+    tiny_melody_checkpoint: Path, tmp_path: Path
+) -> None:
+    """31 s with 2 s of context: a 30 s window, then one more second after 2 s of context, conditioned on
+    the tune's 30 s from 28 s on (looped); extending it continues the piece on the same melody checkpoint."""
+    params = StdioServerParameters(
+        command=DGX_MUSIC, args=["serve"], env=server_env(tmp_path / "home", tiny_melody_checkpoint)
+    )
+    async with Client(params) as client:
+        arguments = {
+            "prompt": "folk tune",
+            "duration": 31,
+            "context_seconds": 2,
+            "melody_from": base64.b64encode(_tune_wav()).decode(),
+            "seed": 3,
+            "wait_seconds": 300,
+        }
+        [piece] = structured(await client.call_tool("generate_music", arguments))["jobs"]
+        piece = await _finished(client, piece)
+        assert piece["status"] == "completed", piece
+        assert _seconds(piece) == 31.0 and piece["lineage"]["operation"] == "melody"
+
+        [longer] = structured(
+            await client.call_tool(
+                "extend_music", {"job_id": piece["job_id"], "seconds": 2, "wait_seconds": 300}
+            )
+        )["jobs"]
+        longer = await _finished(client, longer)
+        assert longer["status"] == "completed", longer
+        assert longer["lineage"] == {
+            **longer["lineage"],
+            "operation": "continue",
+            "parent_id": piece["job_id"],
+        }
+        # A source over 29 s prompts with its last 29 s, where the result starts (and the job says so).
+        assert _seconds(longer) == 29.0 + 2.0 and "only its last 29 s" in longer["note"]
+    original, _ = sf.read(piece["audio"]["path"], dtype="float32")
+    extended, _ = sf.read(longer["audio"]["path"], dtype="float32")
+    span = round(28.9 * 32_000)  # kept up to the join (both normalised to -14 LUFS)
+    assert np.corrcoef(original[-29 * 32_000 :][:span], extended[:span])[0, 1] >= 0.99

@@ -36,7 +36,7 @@ from engine.musicgen.decode_state import DecodeState
 from engine.musicgen.kv_cache import CacheShape
 from engine.musicgen.loading import LoadedModel, capabilities
 from engine.musicgen.piece import decode_piece
-from engine.musicgen.prefix import Melody, conditioning_prefix
+from engine.musicgen.prefix import Melody, conditioning_prefix, window_chroma
 from engine.musicgen.requests import Continuation, MusicgenRequest, generation_of, validate_request
 from engine.musicgen.rows import Launch, Row, SlotTable
 from engine.musicgen.windows import MAX_PIECE_SECONDS, WINDOW_SECONDS, WindowPlan, plan_piece
@@ -71,13 +71,13 @@ class MusicgenBackend(Backend[MusicgenRequest]):
         self._dtype = dtype_name(loaded.dtype)
         self._record_codes = record_codes
         self._step = DecodeStep(model)
-        # Melody checkpoints condition through a decoder prefix (``engine.musicgen.prefix``), one window long.
+        # Melody checkpoints condition through a decoder prefix (``engine.musicgen.prefix``), per window.
         self._melody = not self._step.cross_attention
         self.capabilities = capabilities(
             loaded,
             max_batch,
-            max_duration_s=WINDOW_SECONDS if self._melody else MAX_PIECE_SECONDS,
-            operations=frozenset({"generate", "melody"} if self._melody else {"generate", "continue"}),
+            max_duration_s=MAX_PIECE_SECONDS,
+            operations=frozenset({"generate", "continue"} | ({"melody"} if self._melody else set())),
         )
         self._frame_samples = frame_samples(model)
         self._delay_tail = model.decoder.num_codebooks // model.config.decoder.audio_channels - 1
@@ -102,8 +102,8 @@ class MusicgenBackend(Backend[MusicgenRequest]):
     # --- what the scheduler asks ----------------------------------------------------------------------
 
     def validate(self, operation: str, params: Mapping[str, Any]) -> MusicgenRequest:
-        """``generate``, ``continue`` (text checkpoints) or ``melody`` (melody checkpoints) parameters as a
-        request (``engine.musicgen.requests``)."""
+        """``generate``, ``continue`` or (melody checkpoints) ``melody`` parameters as a request
+        (``engine.musicgen.requests``)."""
         return validate_request(self.capabilities, operation, params)
 
     def plan(self, request: MusicgenRequest) -> WindowPlan:
@@ -158,14 +158,10 @@ class MusicgenBackend(Backend[MusicgenRequest]):
                 piece, prompt_samples = prompt.codes, prompt.samples
             first = plan.windows[0]
             prefix = 0
+            melody = request if isinstance(request, Melody) else None
             if self._melody:
-                chroma = request.chroma if isinstance(request, Melody) else None
-                states = conditioning_prefix(
-                    self._model, self._processor, generation.prompt, chroma, self._device
-                )
                 self._state.start(slot, generation, first.frames, [])
-                self._step.prefill_prefix(self._state, slot, states)
-                prefix = int(states.shape[1])
+                prefix = self._write_prefix(slot, generation.prompt, melody, plan, 0)
             else:
                 text = encode_text(self._model, self._processor, generation.prompt, self._device)
                 self._state.start(slot, generation, first.frames, text)
@@ -183,6 +179,7 @@ class MusicgenBackend(Backend[MusicgenRequest]):
             admitted_at=time.perf_counter(),
             piece=piece,
             continuation=continuation,
+            melody=melody,
             prompt_samples=prompt_samples,
             position=first.context_frames,
             prefix=prefix,
@@ -278,14 +275,27 @@ class MusicgenBackend(Backend[MusicgenRequest]):
         self._launches.append(launch)
 
     def _next_window(self, row: Row) -> None:
-        """Restart ``row``'s slot on its next window, prompted with the tail of its piece so far."""
+        """Restart ``row``'s slot on its next window, prompted with the tail of its piece so far (a melody
+        row's prefix first rewritten with the chroma of the tune where the window starts)."""
         assert row.slot is not None and self._state is not None
         row.window += 1
         window = row.windows.windows[row.window]
         self._state.restart(row.slot, window.frames, window.prompt(row.piece))
+        if row.melody is not None:
+            self._write_prefix(row.slot, row.request.prompt, row.melody, row.windows, row.window)
         self._step.prefill(self._state, row.slot)
         row.position = window.context_frames
         row.in_window = 0
+
+    def _write_prefix(
+        self, slot: int, prompt: str, melody: Melody | None, plan: WindowPlan, index: int
+    ) -> int:
+        """Write window ``index``'s conditioning prefix into ``slot`` (a melody checkpoint); its length."""
+        assert self._state is not None
+        chroma = window_chroma(melody, plan, index, self._frame_samples / self.capabilities.sample_rate)
+        states = conditioning_prefix(self._model, self._processor, prompt, chroma, self._device)
+        self._step.prefill_prefix(self._state, slot, states)
+        return int(states.shape[1])
 
     def _collect(self, wait: bool) -> list[Outcome]:
         """Account the launched steps the device has finished (waiting while too many are in flight, or for

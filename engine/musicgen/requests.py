@@ -1,8 +1,10 @@
 """The requests MusicGen takes, and their validation against what the loaded checkpoint can do.
 
-``generate`` is a plain ``GenerationRequest``; ``continue`` (text checkpoints) prompts the decoder with the
-end of the user's audio (a ``Continuation``); ``melody`` (melody checkpoints) conditions on the user's tune
-(an ``engine.musicgen.prefix.Melody``).
+``generate`` is a plain ``GenerationRequest``; ``continue`` prompts the decoder with the end of the user's
+audio (a ``Continuation``; on a melody checkpoint conditioned on the text and the "no melody" chroma, as
+audiocraft's ``generate_continuation`` does); ``melody`` (melody checkpoints) conditions on the user's tune
+(an ``engine.musicgen.prefix.Melody``). A request continues audio or follows a tune, not both: audiocraft's
+MusicGen offers no continuation with a melody either.
 """
 
 from __future__ import annotations
@@ -42,9 +44,15 @@ def validate_request(
     (an ``engine.conditioning.DecodedAudio``), whose end prompts the decoder; ``duration`` is what is
     added. ``melody`` (melody checkpoints): the same plus ``source_audio``, the tune to follow."""
     limit = capabilities.max_duration_s
-    if operation in ("continue", "melody") and operation not in capabilities.operations:
+    if operation == "melody" and operation not in capabilities.operations:
         raise InvalidRequest(
-            [FieldError(f"{operation}_from", _unsupported(capabilities.model_id, operation))]
+            [
+                FieldError(
+                    "melody_from",
+                    f"model {capabilities.model_id!r} has no melody conditioning; use a MusicGen-Melody "
+                    "checkpoint (model 'melody' or 'melody-large'), or leave melody_from out",
+                )
+            ]
         )
     if operation not in ("continue", "melody"):
         return validate_generation(operation, params, max_duration_s=limit)
@@ -63,15 +71,3 @@ def validate_request(
         keep="end",
     )
     return Continuation(request, prompt)
-
-
-def _unsupported(model: str, operation: str) -> str:
-    if operation == "melody":
-        return (
-            f"model {model!r} has no melody conditioning; use a MusicGen-Melody checkpoint "
-            "(model 'melody' or 'melody-large'), or leave melody_from out"
-        )
-    return (
-        f"model {model!r} conditions on a melody and does not continue audio; use a text checkpoint "
-        "(model 'small', 'medium' or 'large') to continue, or leave continue_from out"
-    )

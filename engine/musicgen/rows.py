@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from engine.backend import Progress
+from engine.musicgen.prefix import Melody
 from engine.musicgen.requests import Continuation
 from engine.musicgen.windows import WindowPlan
 from engine.request import GenerationRequest
@@ -20,7 +21,8 @@ class Row:
 
     A piece longer than one window decodes its windows one after another in the same slot: when a window's
     last step is launched its new codes join ``piece`` and the slot restarts, prompted with the piece's
-    last context frames (``WindowPlan``), while the other slots carry on."""
+    last context frames (``WindowPlan``), while the other slots carry on; a melody row's conditioning prefix
+    is rewritten first, with the chroma of the tune where the window starts."""
 
     request_id: str
     request: GenerationRequest
@@ -32,6 +34,7 @@ class Row:
     admitted_at: float
     piece: torch.Tensor  # (codebooks, frames) so far: a continuation's prompt codes, then every window's
     continuation: Continuation | None = None
+    melody: Melody | None = None  # the tune a melody request follows, for each window's prefix
     prefix: int = 0  # decoder positions before the slot's audio (a melody checkpoint's conditioning)
     prompt_samples: int = 0  # samples the prompt codes encode (the end of the continuation's audio)
     window: int = 0  # index of the window decoding now

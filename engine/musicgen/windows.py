@@ -4,8 +4,9 @@ MusicGen is trained on 30 s windows. A longer piece (audiocraft's ``extend_strid
 window: the first generates up to a full window; every later one is prompted with the last
 ``context_frames`` codes of the piece so far and generates up to ``window_frames - context_frames`` new
 frames. A continuation (a user's audio as the first prompt) starts the same way, its prompt frames as the
-first window's context. Everything here is integer arithmetic on codec frames, so the plan's total is exact:
-the new frames of all windows add up to the piece's frames.
+first window's context. On a melody checkpoint each window is also conditioned on the tune where it starts
+(``engine.musicgen.prefix``). Everything here is integer arithmetic on codec frames, so the plan's total is
+exact: the new frames of all windows add up to the piece's frames.
 
 Steps count what the decode loop samples: a window prefills its context and then takes its new frames plus the
 delay pattern's tail (``Plan.steps`` for a window without context). Progress over a whole piece is the sum
@@ -44,6 +45,11 @@ class Window:
         return self.context_frames + self.new_frames
 
     @property
+    def first_frame(self) -> int:
+        """The piece's frame at the start of the window's context: where the window starts in the piece."""
+        return self.start - self.context_frames
+
+    @property
     def end(self) -> int:
         return self.start + self.new_frames
 
@@ -54,7 +60,7 @@ class Window:
             raise ValueError(
                 f"window {self.index} starts at frame {self.start}; only {piece_codes.shape[-1]} exist"
             )
-        return piece_codes[..., self.start - self.context_frames : self.start]
+        return piece_codes[..., self.first_frame : self.start]
 
 
 @dataclass(frozen=True)
