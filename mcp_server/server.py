@@ -1,4 +1,4 @@
-"""The MCP surface: five tools, two resource templates and one prompt over a ``JobService``.
+"""The MCP surface: tools, a model catalogue, two resource templates and a prompt over a ``JobService``.
 
 Long generations use a job id + bounded wait + poll design (``wait_seconds`` on generate_music and
 job_status) because it works with every client. MCP's task-based long-running calls (SEP-1686) exist in
@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
+import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp_types import CallToolResult, ContentBlock, ResourceLink, TextContent, ToolAnnotations
@@ -20,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from ardour_templates import SessionManifest
 from mcp_server import __version__, derive, song_args
+from mcp_server.catalogue import CATALOGUE_URI, catalogue
 from mcp_server.music_server import MusicServer
 from mcp_server.schemas import (
     JOB_URI,
@@ -274,6 +276,15 @@ def build_server(service: JobService, studio_url: str | None = None) -> MCPServe
         """The WAV of a completed job (verified against its recorded sha256)."""
         with _resource_errors():
             return await service.audio(job_id)
+
+    @app.resource(CATALOGUE_URI, name="models", mime_type="application/json")
+    async def models_resource() -> str:
+        """Every model this server knows by name (the same catalogue as GET /api/v1/models): family, what
+        it does, the generate_music parameters it takes with ranges and defaults, longest piece, sample
+        rate, channels, melody conditioning, licence, whether its weights and pip extra are installed (else
+        the command that fixes it), and the server's defaults."""
+        found = await anyio.to_thread.run_sync(catalogue, service.settings)
+        return found.model_dump_json(indent=2)
 
     @app.prompt(name="compose_session", title="Compose a session")
     def compose_session(
