@@ -201,7 +201,7 @@ def studio(
     """One server for the form and action tests: MusicGen by default, the operator's tiny ACE-Step,
     melody and Demucs checkpoints under their aliases, and an empty Hugging Face cache."""
     root = tmp_path_factory.mktemp("studio")
-    song = build_song_checkpoint(root / "acestep-tiny")
+    song = build_song_checkpoint(root / "acestep-tiny", audio_tokenizer=True)  # it can remix
     separator = build_random_separator(root / "htdemucs-tiny")
     paths = f"ace-step={song},melody={tiny_melody_checkpoint},htdemucs={separator}"
     extra = {"DGX_MUSIC_MODEL_PATHS": paths, "HF_HOME": str(root / "hf"), "HF_HUB_OFFLINE": "1"}
@@ -355,3 +355,28 @@ def test_extend_family_stems_and_delete_from_the_history(page: Any, studio: str)
     assert "5 generation(s) derived from it" in questions[1]
     left = httpx.get(f"{studio}/api/v1/history", params={"q": "surf"}, timeout=30).json()["items"]
     assert left == []
+
+
+def test_a_song_is_remixed_not_extended(page: Any, studio: str) -> None:
+    queued = httpx.post(
+        f"{studio}/api/v1/generate",
+        json={"prompt": "studio song", "model": "ace-step", "lyrics": "[verse]\nla la", "duration": 10},
+        timeout=30,
+    )
+    assert queued.status_code == 202, queued.text
+    [song] = queued.json()["jobs"]
+    done = httpx.get(f"{studio}/api/v1/jobs/{song['job_id']}", params={"wait": 240}, timeout=260).json()
+    assert done["status"] == "completed", done
+    open_studio(page, studio + "/")
+    item = page.locator(f".job[data-job-id='{song['job_id']}']")
+    assert item.locator("button.remix").is_visible() and not item.locator("button.extend").count()
+
+    item.locator("button.remix").click()
+    assert item.locator("input[name=prompt]").input_value() == "studio song"
+    assert item.locator("input[name=strength]").input_value() == "0.5"  # the API's default
+    item.locator("input[name=prompt]").fill("studio song, as a tango")
+    item.locator(".action-box button[type=submit]").click()
+    wait_for_progress(page, 1)
+    remix = completed_job(page, studio, "as a tango")
+    assert remix["status"] == "completed", remix
+    assert remix["lineage"] == {**remix["lineage"], "operation": "remix", "parent_id": song["job_id"]}
