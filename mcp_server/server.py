@@ -70,7 +70,8 @@ list_history(family_of=job_id) lists a piece with all its parts.
 generate_music queues jobs and waits up to wait_seconds (default 45) for them; unfinished jobs come back
 with status pending/processing: call job_status(job_id, wait_seconds=...) until the status is completed,
 failed or cancelled. A completed job has audio.path (a WAV on this machine) and audio.uri (an MCP resource).
-export_to_ardour puts completed jobs into a new Ardour session."""
+export_to_ardour puts completed jobs into a new Ardour session. The resource dgx-music://models lists every
+model by name with the parameters it takes, its limits, and whether it is installed here."""
 
 CREATES = ToolAnnotations(
     read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
