@@ -144,6 +144,8 @@ async def test_rest_and_mcp_serve_one_catalogue_that_generate_music_agrees_with(
         async with http_client(url) as client:
             [text] = (await client.read_resource(CATALOGUE_URI, cache_mode="bypass")).contents
             over_mcp = json.loads(getattr(text, "text", ""))
+            listed = {str(resource.uri) for resource in (await client.list_resources()).resources}
+            assert CATALOGUE_URI in listed
             tools = {tool.name: tool for tool in (await client.list_tools()).tools}
             accepted = set(tools["generate_music"].input_schema["properties"])
             assert over_mcp == over_rest
