@@ -1,4 +1,4 @@
-"""The MCP surface: five tools, two resource templates and one prompt over a ``JobService``.
+"""The MCP surface: tools, a model catalogue, two resource templates and a prompt over a ``JobService``.
 
 Long generations use a job id + bounded wait + poll design (``wait_seconds`` on generate_music and
 job_status) because it works with every client. MCP's task-based long-running calls (SEP-1686) exist in
@@ -8,23 +8,20 @@ task requests, so this server does not offer them.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Annotated
 
+import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
-from mcp_types import CallToolResult, ContentBlock, ResourceLink, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import Field
 
 from ardour_templates import SessionManifest
 from mcp_server import __version__, derive, song_args
+from mcp_server.catalogue import CATALOGUE_URI, catalogue
 from mcp_server.music_server import MusicServer
 from mcp_server.schemas import (
     JOB_URI,
     REQUEST_DEFAULTS,
-    TERMINAL,
     Arrangement,
     Bpm,
     ContextSeconds,
@@ -55,8 +52,15 @@ from mcp_server.schemas import (
     Variations,
     WaitSeconds,
 )
-from mcp_server.service import JobService, ServiceError, UnknownJob
+from mcp_server.service import JobService
 from mcp_server.sessions import export_jobs
+from mcp_server.tool_results import (
+    manifest_result,
+    progress_reporter,
+    resource_errors,
+    tool_errors,
+    tool_result,
+)
 
 INSTRUCTIONS = """\
 Generates music from text and keeps a searchable history: MusicGen (default) for instrumental clips up to
@@ -66,7 +70,8 @@ list_history(family_of=job_id) lists a piece with all its parts.
 generate_music queues jobs and waits up to wait_seconds (default 45) for them; unfinished jobs come back
 with status pending/processing: call job_status(job_id, wait_seconds=...) until the status is completed,
 failed or cancelled. A completed job has audio.path (a WAV on this machine) and audio.uri (an MCP resource).
-export_to_ardour puts completed jobs into a new Ardour session."""
+export_to_ardour puts completed jobs into a new Ardour session. The resource dgx-music://models lists every
+model by name with the parameters it takes, its limits, and whether it is installed here."""
 
 CREATES = ToolAnnotations(
     read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
@@ -129,7 +134,7 @@ def build_server(service: JobService, studio_url: str | None = None) -> MCPServe
         cancelled or times out, the jobs still run: find them with list_history. Job ids may be shortened to
         a unique prefix of 8+ characters everywhere.
         """
-        with _tool_errors():
+        with tool_errors():
             queued = await derive.generate(
                 service,
                 model,
@@ -154,8 +159,10 @@ def build_server(service: JobService, studio_url: str | None = None) -> MCPServe
                 continue_from,
                 melody_from,
             )
-            jobs = await service.wait([job.job_id for job in queued], wait_seconds, _reporter(ctx, service))
-        return _result(GenerateResult(jobs=jobs), jobs, studio_url, waited=True)
+            jobs = await service.wait(
+                [job.job_id for job in queued], wait_seconds, progress_reporter(ctx, service)
+            )
+        return tool_result(GenerateResult(jobs=jobs), jobs, studio_url, waited=True)
 
     @app.tool(title="Extend music", annotations=CREATES)
     async def extend_music(
@@ -176,11 +183,13 @@ def build_server(service: JobService, studio_url: str | None = None) -> MCPServe
         """Continue a completed job's audio by `seconds`: a new job holding the whole, longer piece (the
         original kept exactly up to the join), with the job as its parent. Same model and parameters as the
         job unless the prompt is given."""
-        with _tool_errors():
+        with tool_errors():
             job, requests, source = await service.extension(job_id, seconds, prompt)
             queued = await service.submit(requests, job.model, continue_from=source)
-            jobs = await service.wait([job.job_id for job in queued], wait_seconds, _reporter(ctx, service))
-        return _result(GenerateResult(jobs=jobs), jobs, studio_url, waited=True)
+            jobs = await service.wait(
+                [job.job_id for job in queued], wait_seconds, progress_reporter(ctx, service)
+            )
+        return tool_result(GenerateResult(jobs=jobs), jobs, studio_url, waited=True)
 
     @app.tool(title="Job status", annotations=READS)
     async def job_status(
@@ -191,9 +200,9 @@ def build_server(service: JobService, studio_url: str | None = None) -> MCPServe
         With wait_seconds > 0 this long-polls: it returns as soon as the job is completed, failed or
         cancelled, or when wait_seconds pass (sending progress notifications meanwhile).
         """
-        with _tool_errors():
-            [job] = await service.wait([job_id], wait_seconds, _reporter(ctx, service))
-        return _result(job, [job], studio_url, waited=wait_seconds > 0)
+        with tool_errors():
+            [job] = await service.wait([job_id], wait_seconds, progress_reporter(ctx, service))
+        return tool_result(job, [job], studio_url, waited=wait_seconds > 0)
 
     @app.tool(title="List history", annotations=READS)
     async def list_history(
@@ -210,13 +219,13 @@ def build_server(service: JobService, studio_url: str | None = None) -> MCPServe
         family_of=JOB_ID lists one piece with its whole family instead (the root, its stems, edits, remixes
         and continuations, parents first), each with its lineage (parent, operation, stem, section).
         """
-        with _tool_errors():
+        with tool_errors():
             if family_of is not None:
                 items, next_cursor = await derive.family(service, family_of), None
             else:
                 items, next_cursor = await service.history(query, status, limit, cursor)
         page = HistoryPage(items=items, next_cursor=next_cursor)
-        return _result(page, items, studio_url, links=False)  # up to 100 links would drown the page
+        return tool_result(page, items, studio_url, links=False)  # up to 100 links would drown the page
 
     @app.tool(title="Export to Ardour", annotations=CREATES)
     async def export_to_ardour(
@@ -238,7 +247,7 @@ def build_server(service: JobService, studio_url: str | None = None) -> MCPServe
         source and its stems (and edits, variations); the mix is muted under its stems, or left out with
         include_mix=false; the manifest names each track's role (mix, stem:NAME, edit, variation).
         """
-        with _tool_errors():
+        with tool_errors():
             manifest = await export_jobs(
                 service,
                 job_ids,
@@ -249,31 +258,40 @@ def build_server(service: JobService, studio_url: str | None = None) -> MCPServe
                 enable_osc=enable_osc,
                 include_mix=include_mix,
             )
-        return _manifest_result(manifest)
+        return manifest_result(manifest)
 
     @app.tool(title="Cancel job", annotations=CANCELS)
     async def cancel_job(job_id: JobId) -> Annotated[CallToolResult, Job]:
         """Cancel a pending or processing job. A running job stops at its next decode step and its partial
         audio is discarded. Cancelling an already cancelled job is a no-op; completed and failed jobs are
         left alone (an error says so)."""
-        with _tool_errors():
+        with tool_errors():
             job = await service.cancel(job_id)
-        return _result(job, [job], studio_url)
+        return tool_result(job, [job], studio_url)
 
     register_derived_tools(app, service, studio_url)
 
     @app.resource(JOB_URI, name="generation", mime_type="application/json")
     async def job_resource(job_id: str) -> str:
         """One job as JSON (the same object job_status returns)."""
-        with _resource_errors():
+        with resource_errors():
             job = await service.job(job_id)
         return job.model_dump_json(indent=2)
 
     @app.resource(JOB_URI + "/audio", name="generation-audio", mime_type="audio/wav")
     async def audio_resource(job_id: str) -> bytes:
         """The WAV of a completed job (verified against its recorded sha256)."""
-        with _resource_errors():
+        with resource_errors():
             return await service.audio(job_id)
+
+    @app.resource(CATALOGUE_URI, name="models", mime_type="application/json")
+    async def models_resource() -> str:
+        """Every model this server knows by name (the same catalogue as GET /api/v1/models): family, what
+        it does, the generate_music parameters it takes with ranges and defaults, longest piece, sample
+        rate, channels, melody conditioning, licence, whether its weights and pip extra are installed (else
+        the command that fixes it), and the server's defaults."""
+        found = await anyio.to_thread.run_sync(catalogue, service.settings)
+        return found.model_dump_json(indent=2)
 
     @app.prompt(name="compose_session", title="Compose a session")
     def compose_session(
@@ -324,13 +342,13 @@ def register_derived_tools(app: MCPServer, service: JobService, studio_url: str 
         samples (cross-faded at the edges, default 0.1 s). MusicGen sources are resampled to 48 kHz stereo
         first. prompt and lyrics describe the new section (default: the source's). The result records its
         parent, operation edit and the section; poll it with job_status like any job."""
-        with _tool_errors():
+        with tool_errors():
             queued = await derive.edit(
                 service, job_id, start_s, end_s, prompt=prompt, lyrics=lyrics, model=model,
                 crossfade_s=crossfade_s, seed=seed, steps=steps,
             )  # fmt: skip
-            [job] = await service.wait([queued.job_id], wait_seconds, _reporter(ctx, service))
-        return _result(job, [job], studio_url, waited=True)
+            [job] = await service.wait([queued.job_id], wait_seconds, progress_reporter(ctx, service))
+        return tool_result(job, [job], studio_url, waited=True)
 
     @app.tool(title="Remix", annotations=CREATES)
     async def remix(
@@ -345,10 +363,10 @@ def register_derived_tools(app: MCPServer, service: JobService, studio_url: str 
         """A new version of a completed generation in the style of prompt (ACE-Step's cover task):
         strength 1 keeps the source's structure closely, towards 0 follows the prompt. Needs a checkpoint
         with the audio tokenizer; others fail with the name of one that has it."""
-        with _tool_errors():
+        with tool_errors():
             queued = await derive.remix(service, job_id, prompt, strength, model=model, seed=seed)
-            [job] = await service.wait([queued.job_id], wait_seconds, _reporter(ctx, service))
-        return _result(job, [job], studio_url, waited=True)
+            [job] = await service.wait([queued.job_id], wait_seconds, progress_reporter(ctx, service))
+        return tool_result(job, [job], studio_url, waited=True)
 
     @app.tool(title="Separate stems", annotations=CREATES)
     async def separate_stems(
@@ -362,11 +380,11 @@ def register_derived_tools(app: MCPServer, service: JobService, studio_url: str 
         the source), exactly the source's length and rate, loudness-preserving (the stems sum to the mix;
         none is normalised). Stems of a stem are allowed. Progress is reported; cancel_job on any stem stops
         the separation. Then export_to_ardour([source, *stems], arrangement="song") gives a session."""
-        with _tool_errors():
+        with tool_errors():
             queued = await derive.separate(service, job_id, model)
             ids = [job.job_id for job in queued]
-            jobs = await service.wait(ids, wait_seconds, _reporter(ctx, service))
-        return _result(GenerateResult(jobs=jobs), jobs, studio_url, waited=True)
+            jobs = await service.wait(ids, wait_seconds, progress_reporter(ctx, service))
+        return tool_result(GenerateResult(jobs=jobs), jobs, studio_url, waited=True)
 
     @app.tool(title="Delete a generation", annotations=CANCELS)
     async def delete_generation(
@@ -375,115 +393,10 @@ def register_derived_tools(app: MCPServer, service: JobService, studio_url: str 
         """Delete a finished generation's row and WAV. One that others derive from (stems, edits, ...) is
         refused unless delete_family=true, which deletes them all. Pending or processing jobs: cancel
         first."""
-        with _tool_errors():
+        with tool_errors():
             deleted = await derive.delete(service, job_id, delete_family)
         result = DeleteResult(deleted=deleted)
         text = f"deleted {len(deleted)} generation(s): {', '.join(deleted)}\n\n{result.model_dump_json()}"
         return CallToolResult(
             content=[TextContent(type="text", text=text)], structured_content=result.model_dump(mode="json")
         )
-
-
-@contextmanager
-def _tool_errors() -> Iterator[None]:
-    """Refusals the caller can act on become tool errors (is_error + message), not protocol crashes."""
-    try:
-        yield
-    except ServiceError as exc:
-        raise ToolError(str(exc)) from exc
-
-
-@contextmanager
-def _resource_errors() -> Iterator[None]:
-    try:
-        yield
-    except UnknownJob as exc:
-        raise ResourceNotFoundError(str(exc)) from exc
-    except ServiceError as exc:
-        raise ResourceError(str(exc)) from exc
-
-
-def _reporter(ctx: Context, service: JobService) -> Callable[[list[Job]], Awaitable[None]]:
-    """Progress notifications (decode steps done / needed over all jobs), sent only when something changed."""
-    sent: tuple[float, str] | None = None
-    high_water = 0
-
-    async def report(jobs: list[Job]) -> None:
-        nonlocal sent, high_water
-        steps = [service.steps(job) for job in jobs]
-        high_water = max(high_water, sum(done for done, _ in steps))  # progress must never go backwards
-        total = max(high_water, sum(total for _, total in steps))
-        finished = sum(job.status in TERMINAL for job in jobs)
-        states = ", ".join(
-            f"{job.job_id[:8]} {job.status} {job.progress:.0%}" + (f" ({job.stage})" if job.stage else "")
-            for job in jobs
-        )
-        message = f"{finished}/{len(jobs)} finished: {states}"
-        if sent != (high_water, message):
-            sent = (high_water, message)
-            await ctx.report_progress(high_water, total, message)
-
-    return report
-
-
-def _result(
-    structured: BaseModel,
-    jobs: list[Job],
-    studio_url: str | None,
-    *,
-    waited: bool = False,
-    links: bool = True,
-) -> CallToolResult:
-    """A summary line per job, then the structured result as JSON, as text; resource links to the audio.
-
-    Claude Code shows only text content and ignores resource_link blocks, so the text alone carries what an
-    agent needs: job id, status, the WAV path, what to do next, and the job in the studio when it is served.
-    A call that waited and saw a job fail is a tool error (the client's model must notice), still carrying
-    every job; its summary says why each failed.
-    """
-    failed = [job for job in jobs if job.status == "failed"] if waited else []
-    summary = "\n".join(_summary(job, studio_url) for job in jobs) or "no jobs"
-    text = f"{summary}\n\n{structured.model_dump_json(indent=2)}"
-    content: list[ContentBlock] = [TextContent(type="text", text=text)]
-    for job in jobs if links else []:
-        if job.audio is not None:
-            content.append(
-                ResourceLink(
-                    type="resource_link",
-                    uri=job.audio.uri,
-                    name=f"{job.job_id}.wav",
-                    title=job.prompt[:100],
-                    mime_type="audio/wav",
-                    size=Path(job.audio.path).stat().st_size if Path(job.audio.path).exists() else None,
-                )
-            )
-    return CallToolResult(
-        content=content, structured_content=structured.model_dump(mode="json"), is_error=bool(failed)
-    )
-
-
-def _summary(job: Job, studio_url: str | None) -> str:
-    """One line: ``job ID STATUS: WAV path / what happens next [studio: URL]``."""
-    if job.audio is not None:
-        loudness = "" if job.audio.loudness_lufs is None else f", {job.audio.loudness_lufs:.1f} LUFS"
-        detail = f"{job.audio.path} ({job.audio.duration_s:g} s{loudness})"
-    elif job.status == "pending":
-        detail = f"queue position {job.queue_position}; poll job_status(job_id, wait_seconds=30)"
-    elif job.status == "processing":
-        doing = f"{job.stage}, " if job.stage else ""
-        detail = f"{doing}{job.progress:.0%} done; poll job_status(job_id, wait_seconds=30)"
-    else:
-        detail = job.error or "no audio"
-    studio = f" studio: {studio_url}#job={job.job_id}" if studio_url else ""
-    return f"job {job.job_id} {job.status}: {detail}{studio}"
-
-
-def _manifest_result(manifest: SessionManifest) -> CallToolResult:
-    text = (
-        f"session {manifest.session_name} written: {manifest.ardour_file} ({len(manifest.tracks)} tracks, "
-        f"{manifest.length_s:.1f} s); open it with: {manifest.open_command}\n\n"
-        + manifest.model_dump_json(indent=2)
-    )
-    return CallToolResult(
-        content=[TextContent(type="text", text=text)], structured_content=manifest.model_dump(mode="json")
-    )

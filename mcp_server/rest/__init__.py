@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from mcp_server import __version__
-from mcp_server.rest import derived, jobs, monitoring, problems, sessions
+from mcp_server.rest import catalogue, derived, jobs, monitoring, problems, sessions
 from mcp_server.rest import files as files_routes
 from mcp_server.service import JobService
 
@@ -32,7 +32,7 @@ def build_api(service: JobService, **fastapi_options: Any) -> FastAPI:
     )
     api.state.service = service
     problems.install(api)
-    for module in (jobs, derived, files_routes, sessions, monitoring):
+    for module in (jobs, derived, files_routes, sessions, monitoring, catalogue):
         api.include_router(module.router)
     api.mount("/studio", StaticFiles(directory=STUDIO_DIR), name="studio")
 
