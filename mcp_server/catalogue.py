@@ -22,7 +22,7 @@ from engine.acestep import request as song_request
 from engine.backend import Parameter
 from engine.models import looks_like_path
 from engine.musicgen.loading import conditions_on_melody
-from engine.musicgen.windows import MAX_PIECE_SECONDS, WINDOW_SECONDS
+from engine.musicgen.windows import MAX_PIECE_SECONDS
 from engine.request import request_parameters
 from mcp_server import families
 from mcp_server.config import Settings
@@ -197,13 +197,17 @@ def _musicgen(model_id: str, files: Path | None) -> dict[str, Any]:
     rate = int(config.get("audio_encoder", {}).get("sampling_rate", SAMPLE_RATE))
     stereo = "stereo" in model_id.rsplit("/", 1)[-1].lower()
     channels = int(config.get("decoder", {}).get("audio_channels", 2 if stereo else 1))
-    longest = WINDOW_SECONDS if melody else MAX_PIECE_SECONDS
+    longest = MAX_PIECE_SECONDS  # melody checkpoints too: each window follows its slice of the tune
     table = request_parameters()
-    what = "follows a tune (melody_from) and the prompt" if melody else "continues audio (continue_from)"
+    what = (
+        "follows a tune (melody_from) and the prompt, and continues audio (continue_from)"
+        if melody
+        else "continues audio (continue_from)"
+    )
     return {
         "summary": f"MusicGen: instrumental music from text, up to {longest:g} s at {rate / 1000:g} kHz "
         f"{'stereo' if channels == 2 else 'mono'}; {what}",
-        "operations": ["generate", "melody" if melody else "continue"],
+        "operations": ["generate", "continue", "melody"] if melody else ["generate", "continue"],
         "min_duration_s": table["duration"].minimum,
         "max_duration_s": longest,
         "sample_rate": rate,

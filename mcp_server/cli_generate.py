@@ -36,9 +36,7 @@ if TYPE_CHECKING:
 
 def generate(
     prompt: Annotated[str, typer.Argument(help="What the music should sound like.")],
-    duration: Annotated[
-        float, typer.Option("--duration", "-d", help="Seconds, 1-300 (melody checkpoints 1-30).")
-    ] = 10.0,
+    duration: Annotated[float, typer.Option("--duration", "-d", help="Seconds, 1-300.")] = 10.0,
     seed: Annotated[int | None, typer.Option(help="Seed for a reproducible result.")] = None,
     model: Model = None,
     out_file: Annotated[Path | None, typer.Option("--out", "-o", help="Also copy the WAV here.")] = None,

@@ -63,8 +63,8 @@ from mcp_server.tool_results import (
 )
 
 INSTRUCTIONS = """\
-Generates music from text and keeps a searchable history: MusicGen (default) for instrumental clips up to
-30 s, ACE-Step 1.5 (model="ace-step") for songs with lyrics up to 10 minutes. edit_music regenerates a
+Generates music from text and keeps a searchable history: MusicGen (default) for instrumental pieces up to
+300 s, ACE-Step 1.5 (model="ace-step") for songs with lyrics up to 10 minutes. edit_music regenerates a
 section of any finished piece, remix restyles it, separate_stems splits it into drums/bass/other/vocals;
 list_history(family_of=job_id) lists a piece with all its parts.
 generate_music queues jobs and waits up to wait_seconds (default 45) for them; unfinished jobs come back
@@ -114,11 +114,12 @@ def build_server(service: JobService, studio_url: str | None = None) -> MCPServe
     ) -> Annotated[CallToolResult, GenerateResult]:
         """Generate music from a text description; one WAV per variation.
 
-        Two model families. MusicGen (default; small, medium, large, stereo-*; CC-BY-NC weights): instrumental
-        pieces of 1-300 s at 32 kHz (made in 30 s windows, each prompted with the last context_seconds of the
-        piece so far), tuned by temperature, top_k, top_p, guidance_scale; continue_from continues audio (a
-        job_id, an input file or base64 WAV/FLAC): duration is then the seconds added and the result is the
-        whole piece; melody_from (melody checkpoints: model="melody", up to 30 s) makes the piece follow a
+        Two model families. MusicGen (default; small, medium, large, melody, stereo-*; CC-BY-NC weights):
+        instrumental pieces of 1-300 s at 32 kHz (made in 30 s windows, each prompted with the last
+        context_seconds of the piece so far), tuned by temperature, top_k, top_p, guidance_scale;
+        continue_from continues audio (a job_id, an input file or base64 WAV/FLAC): duration is then the
+        seconds added and the result is the whole piece; melody_from (melody checkpoints: model="melody"; a
+        piece over 30 s follows it window by window, the tune looped if shorter) makes the piece follow a
         tune, e.g. a hummed or played melody. ACE-Step 1.5 (model="ace-step" or "ace-step-base"; MIT): songs
         with lyrics of 10-600 s, 48 kHz stereo, tuned by lyrics, bpm, key, time_signature, vocal_language,
         steps (guidance_scale on base). A parameter of the other family is refused by name; null ones take

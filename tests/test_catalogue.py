@@ -72,9 +72,9 @@ def test_entries_come_from_the_families_tables(
     assert "lyrics" not in parameters(small)
 
     melody = models["melody"]
-    assert melody["melody"] is True and melody["max_duration_s"] == 30
-    assert parameters(melody)["duration"]["maximum"] == 30
-    assert melody["operations"] == ["generate", "melody"]
+    assert melody["melody"] is True and melody["max_duration_s"] == 300
+    assert parameters(melody)["duration"]["maximum"] == 300
+    assert melody["operations"] == ["generate", "continue", "melody"]
     assert models["stereo-small"]["channels"] == 2 and models["small"]["channels"] == 1
 
     turbo = models["ace-step"]  # not mapped: the published turbo checkpoint, not in this test's cache

@@ -235,7 +235,8 @@ def test_the_form_follows_the_chosen_model(page: Any, studio: str) -> None:
     assert page.locator("#param-top_k").is_visible() and page.locator("#continue_from").is_visible()
 
     page.select_option("#model", "melody")
-    assert page.get_attribute("#duration", "max") == "30" and page.locator("#melody_from").is_visible()
+    assert page.get_attribute("#duration", "max") == "300" and page.locator("#melody_from").is_visible()
+    assert page.locator("#continue_from").is_visible()  # melody checkpoints continue audio too
 
     # an API refusal names the argument next to the form
     page.select_option("#model", "ace-step")
@@ -297,7 +298,8 @@ def test_extend_family_stems_and_delete_from_the_history(page: Any, studio: str)
     assert page.input_value("#continue_from") == source["job_id"]
     assert page.inner_text("#duration-label") == "Seconds to add (1–300 s)"
     page.select_option("#model", "melody")
-    assert item.locator(".use-melody").is_visible() and not item.locator(".use-start").is_visible()
+    # a melody checkpoint does both: follow the take as a tune, or continue it
+    assert item.locator(".use-melody").is_visible() and item.locator(".use-start").is_visible()
     page.select_option("#model", "")
 
     # a refused section edit says why, next to the action
