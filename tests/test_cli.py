@@ -109,6 +109,7 @@ def test_console_script_fails_in_one_line(tiny_checkpoint: Path, data_home: Path
     assert result.stderr.strip() == "error: duration: duration must be in [1, 300] seconds (got 301.0)"
 
 
+@pytest.mark.slow  # keeps the default suite near 10 min; .ci/run runs it
 def test_scripts_get_only_the_path_unwrapped_and_json_on_request(tmp_path: Path) -> None:
     """As a script runs it: stdout a pipe (no terminal, so rich would wrap at 80 columns), a long path, and
     the tiny checkpoint made the way the README says."""

@@ -62,6 +62,7 @@ async def test_a_75_second_piece_in_three_windows(tiny_checkpoint: Path, tmp_pat
     assert "window 1 of 3" in messages and "window 3 of 3" in messages
 
 
+@pytest.mark.slow  # keeps the default suite near 10 min; .ci/run runs it
 async def test_extending_a_job_keeps_its_audio_and_records_the_lineage(
     tiny_checkpoint: Path, tmp_path: Path
 ) -> None:

@@ -83,6 +83,7 @@ def _recording_prefixes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, torc
     return written
 
 
+@pytest.mark.slow  # keeps the default suite near 10 min; .ci/run runs it
 def test_a_70_second_melody_piece_rewrites_its_prefix_per_window_beside_an_untouched_batch_mate(
     melody_model: loading.LoadedModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -117,6 +117,7 @@ async def test_melody_from_completes_in_the_batching_loop_beside_a_text_only_req
         assert after == before
 
 
+@pytest.mark.slow  # keeps the default suite near 10 min; .ci/run runs it
 async def test_a_melody_piece_over_one_window_and_its_extension(
     tiny_melody_checkpoint: Path, tmp_path: Path
 ) -> None:

@@ -24,6 +24,7 @@ def wait(url: str, job_id: str) -> dict:  # type: ignore[type-arg]
     return dict(httpx.get(f"{url}/api/v1/jobs/{job_id}", params={"wait": 120}, timeout=150).json())
 
 
+@pytest.mark.slow  # keeps the default suite near 10 min; .ci/run runs it
 def test_stems_family_and_delete_over_rest_then_the_cli(
     tiny_checkpoint: Path, separator: Path, tmp_path: Path
 ) -> None:
