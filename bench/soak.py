@@ -121,12 +121,15 @@ async def mcp_client(url: str) -> Any:
 
 
 def home_megabytes(home: Path) -> float:
+    """The size of the server's home; files and folders renamed or removed meanwhile (atomic audio writes,
+    a session directory moved into place) are skipped: os.walk ignores a folder that vanished."""
     total = 0
-    for path in home.rglob("*"):
-        try:
-            total += path.stat().st_size if path.is_file() else 0
-        except FileNotFoundError:  # a temporary file renamed into place meanwhile
-            continue
+    for folder, _, files in os.walk(home):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(folder, name)).st_size
+            except FileNotFoundError:
+                continue
     return total / 1e6
 
 
