@@ -40,12 +40,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.benchmark import OWN_SMALL, SHARED_SMALL, is_complete
+from bench.benchmark import requests_of, small_checkpoint
 from engine.musicgen import loading as musicgen_loading
 from engine.musicgen.backend import MusicgenBackend
-from engine.musicgen.checkpoints import SAMPLE_PROMPTS, build_random_checkpoint
 from engine.musicgen.decode import decode_audio
-from engine.request import GenerationRequest
 
 COUNTS = (1, 4, 8)
 TARGETS = {4: 3.0, 8: 5.0}
@@ -103,17 +101,10 @@ def linears_at(linears: list[tuple[nn.Module, int, int, bool]], requests: int) -
     return {"ms": seconds * 1e3, "weight_mb": weight_bytes / 1e6, "gflop_s": flops / seconds / 1e9}
 
 
-def requests(count: int, duration: float) -> list[GenerationRequest]:
-    return [
-        GenerationRequest(prompt=SAMPLE_PROMPTS[index % len(SAMPLE_PROMPTS)], duration=duration, seed=index)
-        for index in range(count)
-    ]
-
-
 def step_ms(loaded: Any, count: int, duration: float) -> float:
     """Median wall ms of a decode step with ``count`` requests decoding (timed after 5 warm-up steps)."""
     backend = MusicgenBackend(loaded, max_batch=max(COUNTS))
-    for index, request in enumerate(requests(count, duration)):
+    for index, request in enumerate(requests_of(count, duration)):
         backend.admit(str(index), request)
     times = []
     for number in range(20):
@@ -130,7 +121,7 @@ def admission_ms(loaded: Any, duration: float) -> float:
     times = []
     for _ in range(5):
         backend = MusicgenBackend(loaded, max_batch=max(COUNTS))
-        batch = requests(4, duration)
+        batch = requests_of(4, duration)
         for index, request in enumerate(batch[:3]):
             backend.admit(str(index), request)
         start = CLOCK()
@@ -155,12 +146,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
-    checkpoint = args.checkpoint or next(
-        (directory for directory in (SHARED_SMALL, OWN_SMALL) if is_complete(directory)), None
-    )
-    if checkpoint is None:
-        print(f"building a random musicgen-small checkpoint in {OWN_SMALL} ...", flush=True)
-        checkpoint = build_random_checkpoint(OWN_SMALL, size="small")
+    checkpoint = args.checkpoint or small_checkpoint()
     result: dict[str, Any] = {
         "checkpoint": str(checkpoint),
         "threads": args.threads,

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from bench.benchmark import OWN_SMALL, SHARED_SMALL, is_complete
+from bench.benchmark import small_checkpoint
 from engine import loading
 from engine.backend import run_to_completion
 from engine.musicgen import loading as musicgen_loading
@@ -46,11 +46,7 @@ def _checkpoint(args: argparse.Namespace, scratch: Path) -> Path:
         return Path(args.checkpoint)
     if args.quick:
         return build_random_checkpoint(scratch / "musicgen-tiny")
-    for directory in (SHARED_SMALL, OWN_SMALL):
-        if is_complete(directory):
-            return directory
-    print(f"building a random musicgen-small checkpoint in {OWN_SMALL} ...", flush=True)
-    return build_random_checkpoint(OWN_SMALL, size="small")
+    return small_checkpoint()
 
 
 def _scenario(
