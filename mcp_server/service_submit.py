@@ -73,7 +73,8 @@ class Submission(JobReads):
         local_paths: bool = False,
         continue_from: Source | None = None,
     ) -> list[Job]:
-        """Queue one job per request; they are ``pending`` when this returns. With ``continue_from`` each
+        """Queue one job per request, answered as they stand once committed (the worker is woken first,
+        so a job may already be ``processing``). With ``continue_from`` each
         continues that audio (``duration`` seconds are added) and records it as its lineage.
 
         ``local_paths`` lets ``model`` name a checkpoint directory: for the operator (the CLI), never for MCP

@@ -85,7 +85,8 @@ async def test_stdio_modern_session(tiny_checkpoint: Path, tmp_path: Path) -> No
                 "generate_music", {"prompt": "modern era", "duration": 1, "wait_seconds": 0}
             )
         )["jobs"]
-        assert job["status"] == "pending" and job["queue_position"] == 1
+        # The worker wakes as the row commits and may claim it before the answer is built.
+        assert (job["status"], job["queue_position"]) in (("pending", 1), ("processing", None)), job
         done = structured(
             await client.call_tool("job_status", {"job_id": job["job_id"], "wait_seconds": 300})
         )
