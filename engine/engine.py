@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import memory
@@ -43,11 +44,13 @@ class MusicEngine:
         max_batch: int = 8,
         cuda_graphs: bool = True,
         local_files_only: bool | None = None,
+        kernel_cache: Path | None = None,
     ) -> MusicEngine:
         """Load ``model`` (alias, hub id or hub-layout directory). ``device`` defaults to CUDA when available;
         ``dtype`` to bf16 where the hardware computes it natively, else fp32. ``local_files_only``: read the
         weights from the Hugging Face cache only (the caller knows they are cached, or that the hub cannot be
-        reached); None = as HF_HUB_OFFLINE says."""
+        reached); None = as HF_HUB_OFFLINE says. ``kernel_cache``: where the fp32 CPU decoder's small-row
+        kernel is built once and kept (None: this process builds its own)."""
         from engine.musicgen import load_backend
 
         model_id = resolve_model_id(model)
@@ -59,6 +62,7 @@ class MusicEngine:
             max_batch=max_batch,
             cuda_graphs=cuda_graphs,
             local_files_only=local_files_only,
+            kernel_cache=kernel_cache,
         )
         engine = cls(core)
         log.info(

@@ -52,6 +52,11 @@ class Settings(BaseModel):
         "auto", description="MusicGen decoding: our batching step (auto/batched) or transformers' generate."
     )
     cuda_graph: bool = Field(True, description="Capture the decode step as CUDA graphs (0 turns it off).")
+    kernel_cache: Path | None = Field(
+        None,
+        description="Where the fp32 CPU decoder's small-row kernel is built once and kept (default "
+        "$XDG_CACHE_HOME/dgx-music/kernels, i.e. ~/.cache/dgx-music/kernels).",
+    )
     max_batch: int = Field(8, ge=1, le=64, description="Most jobs decoded together in one batch.")
     model_wait_s: float = Field(
         30.0,
@@ -121,6 +126,15 @@ class Settings(BaseModel):
         """DGX_MUSIC_MODEL_PATHS as {alias (lower case): directory}."""
         pairs = (entry.split("=", 1) for entry in (self.model_paths or "").split(",") if "=" in entry)
         return {name.strip().lower(): str(Path(path.strip()).expanduser()) for name, path in pairs}
+
+    @property
+    def kernel_cache_dir(self) -> Path:
+        """DGX_MUSIC_KERNEL_CACHE, else $XDG_CACHE_HOME/dgx-music/kernels (~/.cache/dgx-music/kernels): one
+        build per machine, shared by every data directory (each test's home, each worker)."""
+        if self.kernel_cache is not None:
+            return self.kernel_cache.expanduser()
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        return (Path(xdg) if xdg else Path.home() / ".cache") / "dgx-music" / "kernels"
 
     @property
     def log_file(self) -> Path:

@@ -85,6 +85,7 @@ def run_doctor(
     ]
     if not gpu_only:
         steps += [
+            doctor.check_cpu_kernel,
             doctor.check_weights,
             doctor.check_licences,
             doctor.check_generation,

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import psutil
 import torch
+from torch import nn
 
-from engine.loading import cpu_has_native_bf16
+from engine.loading import cpu_has_native_bf16, select_dtype
+from engine.musicgen import packed_linear, row_kernel
 from mcp_server.config import Settings
 from mcp_server.doctor_report import GB, Check, Status
 
@@ -179,3 +181,31 @@ class DeviceChecks:
                 "matmul", "fail", f"{detail}: results differ from the CPU; update the driver and torch"
             )
         return Check("matmul", "pass", detail)
+
+    def check_cpu_kernel(self) -> Check:
+        """The fp32 CPU decoder's small-row kernel: built (or found in the cache) and computing what
+        ``nn.Linear`` does, else why not and what that costs."""
+        if self.device is None or self.device.type != "cpu":
+            return Check("cpu decode kernel", "skip", "decoding runs on the GPU")
+        if select_dtype(self.device, self.settings.dtype) != torch.float32:
+            return Check("cpu decode kernel", "skip", "only fp32 CPU decoding uses it (DGX_MUSIC_DTYPE)")
+        if not packed_linear.available(self.device, torch.float32) or not row_kernel.supported():
+            return Check("cpu decode kernel", "skip", "not an x86 CPU with AVX-512: oneDNN's kernels decode")
+        started = time.perf_counter()
+        try:
+            op = row_kernel.load(self.settings.kernel_cache_dir)
+        except row_kernel.Unavailable as reason:
+            return Check(
+                "cpu decode kernel",
+                "warn",
+                f"{reason}; fp32 decoding uses oneDNN's kernels, which gain less from batching",
+            )
+        linear = nn.Linear(1024, 1000)
+        rows = torch.randn(16, 1024)
+        with torch.inference_mode():
+            error = float((packed_linear.RowsLinear(linear, op)(rows) - linear(rows)).abs().max())
+        seconds = time.perf_counter() - started
+        detail = f"small-row kernel in {self.settings.kernel_cache_dir} ({seconds:.1f} s)"
+        if error > 1e-4:
+            return Check("cpu decode kernel", "fail", f"{detail}: max error {error:.1e} against nn.Linear")
+        return Check("cpu decode kernel", "pass", f"{detail}, max error {error:.1e} against nn.Linear")

@@ -155,6 +155,7 @@ def load(model_id: str, settings: Settings) -> LoadedModel:
             cuda_graphs=settings.cuda_graph,
             # fails at once, with the fix, when the weights cannot come (no hub retries for tens of s)
             local_files_only=cache_only(model_id),
+            kernel_cache=settings.kernel_cache_dir,
         )
         return LoadedModel(
             model_id,

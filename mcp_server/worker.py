@@ -327,11 +327,9 @@ class Worker(ModelResidency):
         """Cancellations asked for here or (polled) in the database, time limits, shutdown."""
         with self._lock:
             asked, self._cancel_requested = self._cancel_requested, set()
-        if poll:  # cancel_job in another process can only tell us through the database
-            for job_id in list(self._jobs):
-                with suppress(Exception):
-                    if self.store.get(job_id).status == "cancelled":
-                        asked.add(job_id)
+        if poll and self._jobs:  # cancel_job in another process can only tell us through the database
+            with suppress(Exception):
+                asked |= self.store.with_status(list(self._jobs), "cancelled")
         limit = self.settings.job_timeout_s
         now = time.monotonic()
         for job_id, job in list(self._jobs.items()):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -150,6 +151,16 @@ class HistoryQueries(StoreCore):
             ]
 
         return run_transaction(self.engine, work, write=False)
+
+    def with_status(self, generation_ids: Collection[str], status: Status | str) -> set[str]:
+        """Which of ``generation_ids`` (full ids) have ``status``: one query, however many (a worker asks
+        this of its running jobs at every poll)."""
+        if not generation_ids:
+            return set()
+        statement = select(GenerationRow.id).where(
+            GenerationRow.id.in_(list(generation_ids)), GenerationRow.status == _status(status).value
+        )
+        return run_transaction(self.engine, lambda session: set(session.scalars(statement)), write=False)
 
     def count(self, status: Status | str | None = None) -> int:
         statement = select(func.count()).select_from(GenerationRow)

@@ -83,7 +83,7 @@ def test_window_boundaries_restart_on_the_tail_of_the_piece_in_the_running_batch
     seen = run["progress"]["long"]
     assert {total for _, total in seen} == {plan.steps}  # one total from the start
     done = [d for d, _ in seen]
-    assert done == sorted(done) and done[-1] == plan.steps - 1  # the last comes with the outcome
+    assert done == sorted(done) and done[-1] in (plan.steps - 1, plan.steps)  # then held, decoding audio
 
     # The short request's codes do not depend on the long one's window restart.
     alone: dict[str, torch.Tensor] = {}

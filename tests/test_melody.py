@@ -88,7 +88,8 @@ def test_a_melody_request_admitted_mid_batch_completes_beside_a_text_only_one(
     run = Run(MusicgenBackend(melody_model, max_batch=4))
     outcomes = run({0: [("text", TEXT_ONLY)], 17: [("melody", SAMPLED_MELODY)]})
     finished_at = {o.request_id: i for i, report in enumerate(run.reports) for o in report.finished}
-    assert finished_at == {"text": 52, "melody": 17 + 63 - 1}  # 53 and 63 steps, each from its admission
+    # 53 and 63 steps, each from its admission; each outcome once its audio is decoded, a few steps later
+    assert 52 <= finished_at["text"] < finished_at["melody"] and finished_at["melody"] >= 17 + 63 - 1
     melody = outcomes["melody"].result
     assert melody is not None and melody.audio.shape == (1, round(1.2 * RATE))
     assert melody.loudness_lufs == pytest.approx(-14.0, abs=0.5)

@@ -207,6 +207,18 @@ def test_claim_takes_the_oldest_jobs_of_one_model(store: Store) -> None:
         store.count("done")
 
 
+def test_with_status_picks_the_ids_in_that_state_in_one_query(store: Store) -> None:
+    running = [store.create(str(i), MODEL, {}) for i in range(3)]
+    store.claim(MODEL, 3)
+    store.cancel(running[1].id)
+    ids = [job.id for job in running]
+    assert store.with_status(ids, "cancelled") == {running[1].id}
+    assert store.with_status(ids, Status.PROCESSING) == {running[0].id, running[2].id}
+    assert store.with_status([], "cancelled") == set() and store.with_status(["nope"], "cancelled") == set()
+    with pytest.raises(ValueError, match="'gone' is not a status"):
+        store.with_status(ids, "gone")
+
+
 def test_pending_models_lists_the_longest_waiting_model_first(store: Store) -> None:
     assert store.pending_models() == []
     b1 = store.create("1", "model-b", {})

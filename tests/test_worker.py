@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from engine import GenerationRequest, MusicEngine
-from engine.musicgen import backend as musicgen_backend
+from engine.musicgen import audio_out
 from mcp_server import worker as worker_module
 from mcp_server.config import Settings
 from mcp_server.schemas import Job
@@ -111,7 +111,7 @@ async def test_job_status_says_loading_model_while_the_model_loads(
 async def test_a_non_finite_decode_fails_its_job_and_stores_nothing(
     tiny_checkpoint: Path, data_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_decode = musicgen_backend.decode_audio
+    real_decode = audio_out.decode_audio
 
     def overflowing_codec(model: Any, codes: list[torch.Tensor]) -> list[np.ndarray]:
         audio = real_decode(model, codes)
@@ -119,7 +119,7 @@ async def test_a_non_finite_decode_fails_its_job_and_stores_nothing(
             samples[:, ::7] = np.nan
         return audio
 
-    monkeypatch.setattr(musicgen_backend, "decode_audio", overflowing_codec)
+    monkeypatch.setattr(audio_out, "decode_audio", overflowing_codec)
     async with service_for(data_home, tiny_checkpoint) as service:
         job = await submit(service, duration=1.0)
         [done] = await service.wait([job.job_id], timeout=60)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.errors import EngineError
@@ -32,6 +33,7 @@ def load_backend(
     max_batch: int = 8,
     cuda_graphs: bool = True,
     local_files_only: bool | None = None,
+    kernel_cache: Path | None = None,
 ) -> MusicgenBackend | ReferenceBackend:
     """Load ``model_id`` and wrap it. "auto" and "batched": the batching backend (text and melody
     checkpoints); "reference": transformers' ``generate``, one text-conditioned request at a time."""
@@ -44,7 +46,7 @@ def load_backend(
         raise EngineError(f"backend {backend!r} is not supported; use one of {', '.join(BACKENDS)}")
     torch_device = loading.select_device(device)
     loaded = musicgen_loading.load(
-        model_id, torch_device, loading.select_dtype(torch_device, dtype), local_files_only
+        model_id, torch_device, loading.select_dtype(torch_device, dtype), local_files_only, kernel_cache
     )
     if backend == "reference":
         return ReferenceBackend(loaded)

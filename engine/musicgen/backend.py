@@ -5,7 +5,8 @@ keys/values, sampling parameters, generator and frame count are written into tha
 decodes from its own position 0 while the other slots carry on. When a slot has run its request's steps its
 codes are taken out, the slot is free for the next admission, and once the device has finished that last
 step the codes are EnCodec-decoded, checked (non-finite values fail the request) and post-processed into the
-request's ``Outcome``.
+request's ``Outcome`` (``engine.musicgen.audio_out``: on a CPU on a thread of its own, while the other slots
+step on).
 
 Buffers grow when an admission needs more slots, positions or text tokens than they hold (sized by
 ``engine.musicgen.admission``; see ``engine.musicgen.memory`` for what that costs and when a request waits
@@ -22,26 +23,25 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
 import torch
 
 from engine import memory
 from engine.backend import Admission, Backend, Decision, Outcome, Progress, StepReport
 from engine.loading import dtype_name
 from engine.musicgen.admission import BatchSizing
-from engine.musicgen.continuation import encode_prompt, frame_samples, splice
+from engine.musicgen.audio_out import WAIT_S, AudioOut
+from engine.musicgen.continuation import encode_prompt, frame_samples
 from engine.musicgen.cuda_graphs import CudaGraphs
-from engine.musicgen.decode import LENGTH_BUCKET, DecodeStep, decode_audio, encode_text, round_up, tokenize
+from engine.musicgen.decode import LENGTH_BUCKET, DecodeStep, encode_text, round_up, tokenize
 from engine.musicgen.decode_state import DecodeState
 from engine.musicgen.kv_cache import CacheShape
 from engine.musicgen.loading import LoadedModel, capabilities
-from engine.musicgen.piece import decode_piece
 from engine.musicgen.prefix import Melody, conditioning_prefix, window_chroma
 from engine.musicgen.requests import Continuation, MusicgenRequest, generation_of, validate_request
 from engine.musicgen.rows import Launch, Row, SlotTable
 from engine.musicgen.windows import MAX_PIECE_SECONDS, WINDOW_SECONDS, WindowPlan, plan_piece
 from engine.request import GenerationRequest
-from engine.results import audio_outcome, non_finite_message
+from engine.results import non_finite_message
 
 SEED_SPACE = 2**32
 
@@ -97,7 +97,14 @@ class MusicgenBackend(Backend[MusicgenRequest]):
         self._slots = SlotTable(max_batch)
         self._rows: dict[str, Row] = {}  # every held request: in a slot, or draining its last steps
         self._launches: deque[Launch] = deque()
-        self._ended: list[Outcome] = []  # cancelled between steps; reported by the next step()
+        self._ended: list[Outcome] = []  # cancelled, or failed at the last step; reported by the next step()
+        self._audio = AudioOut(
+            model,
+            sample_rate=self.capabilities.sample_rate,
+            channels=self.capabilities.channels,
+            dtype=self._dtype,
+            background=not self._cuda,
+        )
 
     # --- what the scheduler asks ----------------------------------------------------------------------
 
@@ -202,12 +209,15 @@ class MusicgenBackend(Backend[MusicgenRequest]):
 
     @property
     def has_work(self) -> bool:
-        return bool(self._rows or self._ended)
+        return bool(self._rows or self._ended or self._audio.busy)
 
     @property
     def memory_bytes(self) -> int:
         state = self._sizing.bytes(self._state.shape) if self._state is not None else 0
         return self.loaded.memory_bytes + state
+
+    def close(self) -> None:
+        self._audio.close()
 
     @property
     def graph_captures(self) -> int:
@@ -217,12 +227,13 @@ class MusicgenBackend(Backend[MusicgenRequest]):
 
     @torch.inference_mode()
     def step(self) -> StepReport:
-        finished = self._ended
-        self._ended = []
         live = self._slots.live()
         if live:
             self._launch(live)
-        finished.extend(self._collect(wait=not live))
+        self._collect(wait=not live)
+        # With nothing to launch or report, wait a little for audio rather than spin.
+        finished = self._ended + self._decoded(wait=not live and not self._ended)
+        self._ended = []
         return StepReport(
             progress={row.request_id: row.progress() for row in self._rows.values()},
             finished=finished,
@@ -297,9 +308,9 @@ class MusicgenBackend(Backend[MusicgenRequest]):
         self._step.prefill_prefix(self._state, slot, states)
         return int(states.shape[1])
 
-    def _collect(self, wait: bool) -> list[Outcome]:
+    def _collect(self, wait: bool) -> None:
         """Account the launched steps the device has finished (waiting while too many are in flight, or for
-        all of them when nothing is left to launch); outcomes of requests whose last step finished."""
+        all of them when nothing is left to launch); requests whose last step finished go to ``_finish``."""
         finishing: list[Row] = []
         while self._launches:
             launch = self._launches[0]
@@ -312,75 +323,31 @@ class MusicgenBackend(Backend[MusicgenRequest]):
             for row in launch.rows:
                 row.done += 1
             finishing.extend(row for row in launch.finishing if row.request_id in self._rows)
-        return self._finish(finishing)
+        self._finish(finishing)
 
-    def _finish(self, rows: list[Row]) -> list[Outcome]:
-        if not rows:
-            return []
-        outcomes = []
+    def _finish(self, rows: list[Row]) -> None:
+        """Hand ``rows``, whose last step the device finished, to the audio decoder; non-finite logits fail
+        their request at once."""
         decodable = []
         for row in rows:
-            del self._rows[row.request_id]
             assert row.nonfinite is not None and row.codes is not None
             if bool(row.nonfinite):
-                outcomes.append(
-                    Outcome(
-                        row.request_id,
-                        "failed",
-                        error=non_finite_message("the decoder's logits", self._dtype),
-                    )
-                )
+                del self._rows[row.request_id]
+                error = non_finite_message("the decoder's logits", self._dtype)
+                self._ended.append(Outcome(row.request_id, "failed", error=error))
             else:
                 decodable.append(row)
-        codes = [row.codes for row in decodable if row.codes is not None]
         if self._record_codes is not None:
-            self._record_codes.update(zip([row.request_id for row in decodable], codes, strict=True))
-        for row, samples in zip(decodable, self._decode(decodable), strict=True):
-            outcomes.append(
-                audio_outcome(
-                    row.request_id,
-                    samples,
-                    sample_rate=self.capabilities.sample_rate,
-                    expected_shape=(self.capabilities.channels, samples.shape[1]),
-                    target_lufs=row.request.loudness_lufs,
-                    seed=row.seed,
-                    steps=row.windows.steps,
-                    seconds=time.perf_counter() - row.admitted_at,
-                    dtype=self._dtype,
-                )
+            self._record_codes.update(
+                (row.request_id, row.codes) for row in decodable if row.codes is not None
             )
-        return outcomes
+        if decodable:
+            self._audio.submit(decodable)
 
-    def _decode(self, rows: list[Row]) -> list[np.ndarray]:
-        """Each row's audio at its exact length: one-window pieces share ``decode_audio`` calls; longer
-        pieces are decoded whole (``decode_piece``); a continuation is spliced onto the user's audio."""
-        single = [row for row in rows if len(row.windows.windows) == 1 and row.continuation is None]
-        decoded = dict(
-            zip(
-                (row.request_id for row in single),
-                decode_audio(self._model, [row.codes for row in single if row.codes is not None]),
-                strict=True,
-            )
-        )
-        audio = []
-        for row in rows:
-            assert row.codes is not None
-            whole = decoded.get(row.request_id)
-            if whole is None:
-                whole = decode_piece(self._model, row.codes)
-            if row.continuation is None:
-                audio.append(whole[:, : row.samples])
-                continue
-            audio.append(
-                splice(
-                    row.continuation.prompt.audio,
-                    whole,
-                    prompt_samples=row.prompt_samples,
-                    added_samples=row.samples,
-                    sample_rate=self.capabilities.sample_rate,
-                )
-            )
-        return audio
+    def _decoded(self, wait: bool) -> list[Outcome]:
+        """Outcomes whose audio is decoded, for requests still held (a cancelled one's is dropped)."""
+        ready = self._audio.ready(WAIT_S if wait else 0.0)
+        return [outcome for outcome in ready if self._rows.pop(outcome.request_id, None) is not None]
 
     # --- slots and buffers ------------------------------------------------------------------------------
 

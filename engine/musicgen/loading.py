@@ -37,19 +37,26 @@ _ONE_LOAD_AT_A_TIME = threading.Lock()
 
 
 def load(
-    model_id: str, device: torch.device, dtype: torch.dtype, local_files_only: bool | None = None
+    model_id: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    local_files_only: bool | None = None,
+    kernel_cache: Path | None = None,
 ) -> LoadedModel:
     """Load the checkpoint's model class and processor onto ``device`` in ``dtype``, in eval mode.
 
     ``local_files_only`` keeps the hub out of it (without it, transformers retries an unreachable hub for
-    tens of seconds before failing); None = as HF_HUB_OFFLINE says.
+    tens of seconds before failing); None = as HF_HUB_OFFLINE says. ``kernel_cache``: where the fp32 CPU
+    decoder's small-row kernel is built once and kept (``packed_linear``; None: this process builds it).
     """
     with _ONE_LOAD_AT_A_TIME:
         offline = loading.offline() if local_files_only is None else local_files_only
-        return _load(model_id, device, dtype, offline)
+        return _load(model_id, device, dtype, offline, kernel_cache)
 
 
-def _load(model_id: str, device: torch.device, dtype: torch.dtype, local_files_only: bool) -> LoadedModel:
+def _load(
+    model_id: str, device: torch.device, dtype: torch.dtype, local_files_only: bool, kernel_cache: Path | None
+) -> LoadedModel:
     from transformers import (
         AutoConfig,
         MusicgenForConditionalGeneration,
@@ -93,7 +100,7 @@ def _load(model_id: str, device: torch.device, dtype: torch.dtype, local_files_o
         quantize_decoder_int8(model)
     model.to(device).eval()
     if packed_linear.available(device, dtype):
-        packed_linear.pack_decoder_linears(model)
+        packed_linear.pack_decoder_linears(model, packed_linear.kernel(kernel_cache))
     return LoadedModel(
         model_id=model_id,
         model=model,
