@@ -7,14 +7,15 @@
 with the engine's kernels on this machine, and why. In one process run it prints:
 
 1. the machine's roofline: memory bandwidth (summing a 1.2 GB tensor) and fp32 matmul peak (2048^3);
-2. the decoder's linear layers alone, as the engine runs them (the modules of the loaded model, oneDNN-packed
-   on x86), at 2 rows per request for 1 / 4 / 8 requests: time, the bytes they read against the bandwidth
-   floor, and the FLOP/s they reach;
+2. the decoder's linear layers alone, as the engine runs them (the modules of the loaded model: the small-row
+   kernel on x86 with AVX-512, else oneDNN-packed), at 2 rows per request for 1 / 4 / 8 requests: time, the
+   bytes they read against the bandwidth floor, the FLOP/s they reach, and oneDNN on the same weights beside;
 3. a whole decode step (``MusicgenBackend.step``) with 1 / 4 / 8 requests in the batch, and the fixed costs
    of one request: admission (text encoder, cross-attention keys and values) and EnCodec decoding;
 4. the ceiling for N requests of ``--duration`` s that all arrive at once (no stagger, no storage, no
-   post-processing): N x (admission + steps x step(1) + EnCodec) over N x (admission + EnCodec) + steps x
-   step(N), and the latency of the last one against a solo request. Staggered arrivals only lower these.
+   post-processing): N x (admission + steps x step(1) + EnCodec) over N x admission + steps x step(N) +
+   EnCodec (the audio of all but the last decodes on its own thread while the batch steps), and the latency
+   of the last one against a solo request. Staggered arrivals only lower these.
    Then the same bound if the linears of every step ran at the bandwidth floor (a kernel that only streams
    the weights, whatever the rows): how much of the gap is the matmul kernel.
 
@@ -42,6 +43,7 @@ from torch import nn
 
 from bench.benchmark import requests_of, small_checkpoint
 from engine.musicgen import loading as musicgen_loading
+from engine.musicgen import packed_linear
 from engine.musicgen.backend import MusicgenBackend
 from engine.musicgen.decode import decode_audio
 
@@ -85,6 +87,22 @@ def decoder_linears(model: Any) -> list[tuple[nn.Module, int, int, bool]]:
         if not list(module.children()):
             found.append((module, int(module.in_features), int(module.out_features), "encoder_attn" in name))
     return found
+
+
+def onednn_twins(linears: list[tuple[nn.Module, int, int, bool]]) -> list[tuple[nn.Module, int, int, bool]]:
+    """The same weights as oneDNN-packed modules (the engine's fallback), to time beside the small-row
+    kernel's; empty when the engine's linears are not the kernel's."""
+    twins = []
+    for module, width, out, half in linears:
+        if not isinstance(module, packed_linear.RowsLinear):
+            return []
+        plain = nn.Linear(width, out, bias=module.bias is not None)
+        with torch.no_grad():
+            plain.weight.copy_(module.packed.transpose(1, 2).reshape(-1, width)[:out])
+            if module.bias is not None:
+                plain.bias.copy_(module.bias[:out])
+        twins.append((packed_linear.OneDNNLinear(plain), width, out, half))
+    return twins
 
 
 def linears_at(linears: list[tuple[nn.Module, int, int, bool]], requests: int) -> dict[str, float]:
@@ -133,8 +151,10 @@ def admission_ms(loaded: Any, duration: float) -> float:
 def ceiling(
     steps: int, step: dict[int, float], admit_ms: float, encodec_ms: float, count: int
 ) -> tuple[float, float]:
+    # EnCodec decodes on its own thread while the batch steps on (engine.musicgen.audio_out): of N requests
+    # arriving together only the last one's decode is not hidden behind decode steps.
     solo = admit_ms + steps * step[1] + encodec_ms
-    together = count * (admit_ms + encodec_ms) + steps * step[count]
+    together = count * admit_ms + steps * step[count] + encodec_ms
     return count * solo / together, together / solo
 
 
@@ -164,15 +184,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     loaded = musicgen_loading.load(str(checkpoint), torch.device("cpu"), torch.float32, local_files_only=True)
     with torch.inference_mode():
         linears = decoder_linears(loaded.model)
+        twins = onednn_twins(linears)
         result["linears"] = {count: linears_at(linears, count) for count in COUNTS}
+        result["linears_onednn"] = {count: linears_at(twins, count) for count in COUNTS} if twins else {}
         for count, figures in result["linears"].items():
             floor = figures["weight_mb"] / 1e3 / result["roofline"]["bandwidth_gb_s"] * 1e3
+            other = result["linears_onednn"].get(count)
             print(
                 f"decoder linears, {count} request(s) ({2 * count} rows): {figures['ms']:6.1f} ms "
                 f"(reading {figures['weight_mb']:.0f} MB: bandwidth floor {floor:.1f} ms), "
-                f"{figures['gflop_s']:5.0f} GFLOP/s",
+                f"{figures['gflop_s']:5.0f} GFLOP/s"
+                + (f"; oneDNN on the same weights {other['ms']:.1f} ms" if other else ""),
                 flush=True,
             )
+        del twins
         result["step_ms"] = {count: step_ms(loaded, count, args.duration) for count in COUNTS}
         result["admission_ms"] = admission_ms(loaded, args.duration)
         steps = MusicgenBackend(loaded, max_batch=1).steps_for(args.duration)
