@@ -261,6 +261,24 @@ def test_non_finite_audio_fails_the_request(
     assert outcome.status == "failed" and "1 of 32,000 samples" in (outcome.error or "")
 
 
+def test_a_codec_that_raises_fails_its_request_and_spares_the_batch(
+    mono: loading.LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audio thread turns an exception into its request's failure; the worker and other rows go on."""
+
+    def failing_codec(model: Any, codes: list[torch.Tensor]) -> list[np.ndarray]:
+        if any(row.shape[-1] == 50 for row in codes):  # the 1 s request's frames
+            raise RuntimeError("codec exploded")
+        return decode_audio(model, codes)
+
+    monkeypatch.setattr(audio_out, "decode_audio", failing_codec)
+    run = Run(MusicgenBackend(mono, max_batch=4))
+    outcomes = run({0: [("short", MIXED[1]), ("long", MIXED[2])]})
+    assert outcomes["short"].status == "failed"
+    assert "decoding the audio failed (RuntimeError: codec exploded)" in (outcomes["short"].error or "")
+    assert outcomes["long"].status == "completed"
+
+
 def test_memory_budget_makes_requests_wait_or_refuses_what_never_fits(mono: loading.LoadedModel) -> None:
     geometry = SlotGeometry.of(mono.model)
     one_slot = geometry.batch_bytes(1, 256, 64)  # a 1 s request: 53 steps round up to one 256-position bucket

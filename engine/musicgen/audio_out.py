@@ -50,8 +50,8 @@ class AudioOut:
             self._pending.append(self._thread.submit(self._outcomes, rows))
 
     def ready(self, wait_s: float = 0.0) -> list[Outcome]:
-        """Outcomes decoded so far, waiting up to ``wait_s`` for one when none is. A decode that raised
-        raises here, as it would have inline."""
+        """Outcomes decoded so far (a decode that raised fails its requests), waiting up to ``wait_s`` for
+        one when none is."""
         if self._pending and wait_s > 0 and not any(future.done() for future in self._pending):
             wait(self._pending, timeout=wait_s, return_when=FIRST_COMPLETED)
         outcomes, self._done = self._done, []
@@ -69,8 +69,12 @@ class AudioOut:
             self._thread.shutdown(wait=True)
 
     def _outcomes(self, rows: list[Row]) -> list[Outcome]:
-        with torch.inference_mode():
-            decoded = self._decode(rows)
+        try:
+            with torch.inference_mode():
+                decoded = self._decode(rows)
+        except Exception as error:  # fail these requests, not the worker: their batch-mates carry on
+            message = f"decoding the audio failed ({type(error).__name__}: {error}); please report it"
+            return [Outcome(row.request_id, "failed", error=message) for row in rows]
         return [
             audio_outcome(
                 row.request_id,
