@@ -37,10 +37,10 @@ def uses_notify(store: Store) -> bool:
 
 
 class Relay:
-    """LISTEN on a thread (``on_change(job_ids)`` for every change heard; ``[]`` after a reconnect, when
-    anything may have changed) and NOTIFY of this process's progress."""
+    """LISTEN on a thread (``on_change(job_ids, progress_only)`` for every change heard; ``[]`` after a
+    reconnect, when anything may have changed) and NOTIFY of this process's progress."""
 
-    def __init__(self, store: Store, on_change: Callable[[list[str]], None]) -> None:
+    def __init__(self, store: Store, on_change: Callable[[list[str], bool], None]) -> None:
         self._connect_args = dict(store.engine.dialect.create_connect_args(store.engine.url)[1])
         self._on_change = on_change
         self._stop = threading.Event()
@@ -104,7 +104,7 @@ class Relay:
                     connection.execute(f"LISTEN {JOBS_CHANNEL}")
                     connection.execute(f"LISTEN {PROGRESS_CHANNEL}")
                     self.listening.set()
-                    self._on_change([])  # (re)connected: what happened while deaf is unknown
+                    self._on_change([], False)  # (re)connected: what happened while deaf is unknown
                     while not self._stop.is_set():
                         for message in connection.notifies(timeout=1.0):
                             self._heard(message.channel, message.payload)
@@ -129,6 +129,6 @@ class Relay:
                     k for k, (_, seen) in self._remote.items() if now - seen > PROGRESS_KEEP_SECONDS
                 ]:
                     del self._remote[job_id]
-            self._on_change(list(entries))
+            self._on_change(list(entries), True)
         else:
-            self._on_change([job_id for job_id in payload.split(",") if job_id])
+            self._on_change([job_id for job_id in payload.split(",") if job_id], False)

@@ -53,7 +53,7 @@ class ModelResidency:
     state: str
     serves: Callable[[str], bool]
     _claim: Callable[[str, int], list[Generation]]
-    _notify: Callable[[], None]
+    _notify: Callable[[bool], None]  # the argument: progress only
     _lock: threading.Lock  # guards _loading, read by other threads through loading_since
     _wake: threading.Event
     _last_heartbeat: float
@@ -128,7 +128,7 @@ class ModelResidency:
             self._loading[model_id] = time.monotonic()
         self.state = f"loading {model_id}"
         self._last_heartbeat = 0.0  # tell the workers table at the next boundary
-        self._notify()
+        self._notify(False)
         loader = threading.Thread(target=self._load, args=(model_id,), name=f"load-{model_id}", daemon=True)
         self._loaders = [thread for thread in self._loaders if thread.is_alive()] + [loader]
         loader.start()

@@ -80,7 +80,7 @@ class Worker(ModelResidency):
     """Owns the loaded models. ``start`` runs the loop on its own thread; other methods are thread-safe."""
 
     def __init__(
-        self, settings: Settings, store: Store, notify: Callable[[], None], telemetry: Telemetry
+        self, settings: Settings, store: Store, notify: Callable[[bool], None], telemetry: Telemetry
     ) -> None:
         self.settings = settings
         self.store = store
@@ -177,7 +177,7 @@ class Worker(ModelResidency):
                 log.info("recovered the queue at start-up: %s", report)
             except Exception:
                 log.exception("recovering the queue failed; jobs left processing by a crash stay as they are")
-            self._notify()
+            self._notify(False)
             # At start-up, not on the first job, so the first job does not wait for the whole load.
             default = families.resolve(self.settings.model, self.settings)
             self._begin_load(default if self.serves(default) else self.models[0])
@@ -230,9 +230,9 @@ class Worker(ModelResidency):
                 worked = True
         if not worked:
             self.telemetry.idle()
-        if time.monotonic() - self._last_notify >= NOTIFY_EVERY_SECONDS:
+        if worked and time.monotonic() - self._last_notify >= NOTIFY_EVERY_SECONDS:
             self._last_notify = time.monotonic()
-            self._notify()
+            self._notify(True)
         return worked
 
     # --- admission ----------------------------------------------------------------------------------------
@@ -321,7 +321,7 @@ class Worker(ModelResidency):
             self.counts["expired"] += len(requeued) + len(failed)
             log.warning("leases lapsed: re-queued %s, failed %s (out of attempts)", requeued, failed)
             self._wake.set()
-            self._notify()
+            self._notify(False)
 
     def _apply_stops(self, poll: bool) -> None:
         """Cancellations asked for here or (polled) in the database, time limits, shutdown."""
@@ -370,7 +370,7 @@ class Worker(ModelResidency):
         """Record how a job ended: completed, failed, cancelled, timed out, or re-queued (shutdown)."""
         self._forget(job)
         self.outcomes.record(job.members, job.stop_reason, outcome, device)
-        self._notify()
+        self._notify(False)
 
     def _forget(self, job: _Job) -> None:
         for member in job.members:
@@ -406,4 +406,4 @@ class Worker(ModelResidency):
         self._residents.clear()
         with suppress(Exception):  # the database may be what failed
             self.leases.unregister(self.worker_id)
-        self._notify()
+        self._notify(False)

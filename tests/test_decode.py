@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ import torch
 from transformers import ClassifierFreeGuidanceLogitsProcessor, TopKLogitsWarper, TopPLogitsWarper
 
 from engine.backend import Decision, InvalidRequest, Outcome, Progress, StepReport
-from engine.musicgen import audio_out, loading
+from engine.musicgen import audio_out, encoding, loading
 from engine.musicgen.backend import MusicgenBackend, MusicgenRequest
 from engine.musicgen.decode import Plan, decode_audio
 from engine.musicgen.memory import SlotGeometry
@@ -76,6 +78,15 @@ class Run:
             self.outcomes.update((outcome.request_id, outcome) for outcome in report.finished)
             step += 1
         return self.outcomes
+
+
+def started_at(run: Run, request_id: str) -> int:
+    """The step at which ``request_id`` decoded its first frame (its report shows one step done)."""
+    return next(
+        step
+        for step, report in enumerate(run.reports)
+        if report.progress.get(request_id, Progress(0, 1, "")).done
+    )
 
 
 def _alone(
@@ -176,14 +187,18 @@ def test_request_admitted_mid_batch_gives_the_same_codes_as_alone(
         alone, _ = _alone(mono, request, monkeypatch)
         assert torch.equal(run.codes[name], alone), name
         assert outcomes[name].status == "completed"
-    # Each is returned when its own audio is done: short (53 steps from step 10) before long (78 from 0).
-    # Its audio decodes on the audio thread while the batch steps on, so it comes a few steps after its last.
+    # A newcomer decodes from the first step after its text is encoded (on a thread, while the batch steps
+    # on), and is returned when its own audio is done: short (53 steps) before long (78, from step 0). Its
+    # audio decodes on the audio thread while the batch steps on, so it comes a few steps after its last.
+    start = {name: started_at(run, name) for name in ("long", "short", "late")}
+    assert 10 <= start["short"] < 10 + 5 and 31 <= start["late"] < 31 + 5
     finished_at = {o.request_id: i for i, report in enumerate(run.reports) for o in report.finished}
-    assert 10 + 53 - 1 <= finished_at["short"] < finished_at["long"] and finished_at["long"] >= 78 - 1
-    assert finished_at["late"] >= 31 + 63 - 1
-    assert run.reports[10 + 53 - 1].progress.get("short", Progress(53, 53, "")).done == 53
+    assert start["short"] + 53 - 1 <= finished_at["short"] < finished_at["long"]
+    assert finished_at["long"] >= start["long"] + 78 - 1 and finished_at["late"] >= start["late"] + 63 - 1
+    assert run.reports[start["short"] + 53 - 1].progress.get("short", Progress(53, 53, "")).done == 53
     # Progress counts each request's own steps.
-    assert run.reports[20].progress["short"].done == 11 and run.reports[20].progress["long"].done == 21
+    assert run.reports[20].progress["short"].done == 20 - start["short"] + 1
+    assert run.reports[20].progress["long"].done == 20 - start["long"] + 1
 
 
 def test_a_cancelled_rows_slot_is_reused(mono: loading.LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -217,11 +232,15 @@ def test_progress_reports_every_step_with_each_requests_total(
     run = Run(MusicgenBackend(stereo, max_batch=4))
     outcomes = run({0: requests})
     totals = {"folk": 53, "reggae": 65}  # 50 frames/s (1.23 s rounds up to 62 frames) + 3 steps of delay tail
-    for step, report in enumerate(run.reports[:-1], start=1):
+    start = {name: started_at(run, name) for name in totals}
+    for step, report in enumerate(run.reports[:-1]):
         for name, progress in report.progress.items():
-            # After its last step a request is held, fully done, until its audio is decoded.
-            assert (progress.done, progress.total) == (min(step, totals[name]), totals[name])
-            assert progress.phase == ("decoding audio" if step >= totals[name] else "decoding")
+            # Nothing done while its text is encoded, then one step a step; after its last step a request is
+            # held, fully done, until its audio is decoded.
+            done = max(0, min(step - start[name] + 1, totals[name]))
+            assert (progress.done, progress.total) == (done, totals[name])
+            phase = "encoding the prompt" if done == 0 else "decoding"
+            assert progress.phase == ("decoding audio" if done == totals[name] else phase)
     for name, request in requests:
         result = outcomes[name].result
         assert result is not None and result.audio.dtype == np.float32
@@ -234,11 +253,17 @@ def test_non_finite_logits_fail_the_request_and_spare_its_batch_mates(
 ) -> None:
     loaded = _load(tiny_checkpoint)
     backend = MusicgenBackend(loaded, max_batch=2)
+    real_encode = encoding.encode_tokens
+
+    def poisoned(model: Any, inputs: Any) -> list[tuple[torch.Tensor, ...]]:
+        # A NaN in one request's text keys poisons only that slot's logits, as an overflow would.
+        return [(keys * float("nan"), values) for keys, values in real_encode(model, inputs)]
+
     backend.admit("healthy", MIXED[1])
-    backend.step()
+    while backend.progress("healthy").done == 0:  # type: ignore[union-attr]
+        backend.step()
+    monkeypatch.setattr(encoding, "encode_tokens", poisoned)
     backend.admit("broken", MIXED[0])
-    # A NaN in one slot's text keys poisons only that slot's logits, as an overflow would.
-    backend._state.cache.cross_keys[:, 1] = float("nan")  # type: ignore[union-attr]
     outcomes: dict[str, Outcome] = {}
     while backend.has_work:
         outcomes.update((o.request_id, o) for o in backend.step().finished)
@@ -277,6 +302,52 @@ def test_a_codec_that_raises_fails_its_request_and_spares_the_batch(
     assert outcomes["short"].status == "failed"
     assert "decoding the audio failed (RuntimeError: codec exploded)" in (outcomes["short"].error or "")
     assert outcomes["long"].status == "completed"
+
+
+def test_an_encoder_that_raises_fails_its_request_and_spares_the_batch(
+    mono: loading.LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The text is encoded on a thread: an exception there fails that request, not the worker."""
+    real_encode = encoding.encode_tokens
+
+    def failing_encoder(model: Any, inputs: Any) -> list[tuple[torch.Tensor, ...]]:
+        if inputs["input_ids"].shape[1] == len(mono.processor.tokenizer(MIXED[1].prompt)["input_ids"]):
+            raise RuntimeError("encoder exploded")
+        return real_encode(model, inputs)
+
+    monkeypatch.setattr(encoding, "encode_tokens", failing_encoder)
+    run = Run(MusicgenBackend(mono, max_batch=4))
+    outcomes = run({0: [("long", MIXED[2])], 3: [("short", MIXED[1])]})
+    assert outcomes["short"].status == "failed" and outcomes["short"].result is None
+    assert "starting the request failed (RuntimeError: encoder exploded)" in (outcomes["short"].error or "")
+    assert outcomes["long"].status == "completed"
+    alone, _ = _alone(mono, MIXED[2], monkeypatch)
+    assert torch.equal(run.codes["long"], alone)
+
+
+def test_the_stepping_thread_decodes_audio_when_it_has_nothing_to_step(
+    mono: loading.LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests that finish together decode on both threads, each alone (the same audio as alone)."""
+    threads: list[str] = []
+
+    def recording_codec(model: Any, codes: list[torch.Tensor]) -> list[np.ndarray]:
+        threads.append(threading.current_thread().name)
+        if threading.current_thread() is not threading.main_thread():
+            time.sleep(0.5)  # keep the audio thread busy, so the others queue behind it
+        return decode_audio(model, codes)
+
+    monkeypatch.setattr(audio_out, "decode_audio", recording_codec)
+    twins = [MIXED[1].model_copy(update={"seed": seed}) for seed in (1, 2, 3)]
+    run = Run(MusicgenBackend(mono, max_batch=4))
+    outcomes = run({0: [(str(index), twin) for index, twin in enumerate(twins)]})
+    assert all(outcome.status == "completed" for outcome in outcomes.values())
+    assert len(threads) == 3 and "MainThread" in threads and any(t.startswith("audio-out") for t in threads)
+    for index, twin in enumerate(twins):
+        threads.clear()
+        _, outcome = _alone(mono, twin, monkeypatch)
+        assert outcome.result is not None and outcomes[str(index)].result is not None
+        np.testing.assert_array_equal(outcomes[str(index)].result.audio, outcome.result.audio)
 
 
 def test_memory_budget_makes_requests_wait_or_refuses_what_never_fits(mono: loading.LoadedModel) -> None:

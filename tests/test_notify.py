@@ -29,10 +29,13 @@ def url(server: str) -> str:
 class Heard:
     def __init__(self) -> None:
         self.ids: list[str] = []
+        self.progress_ids: list[str] = []
         self.changed = threading.Event()
 
-    def __call__(self, job_ids: list[str]) -> None:
+    def __call__(self, job_ids: list[str], progress_only: bool) -> None:
         self.ids += job_ids
+        if progress_only:
+            self.progress_ids += job_ids
         self.changed.set()
 
     def wait_for(self, job_id: str, timeout: float = 10.0) -> bool:
@@ -58,6 +61,7 @@ def test_changes_committed_elsewhere_are_heard_at_commit(relay_and_heard: tuple[
     _, heard, other = relay_and_heard
     job = other.create("heard across machines", MODEL, {})
     assert heard.wait_for(job.id)
+    assert job.id not in heard.progress_ids  # a change of the job itself: every waiter re-reads
     heard.ids.clear()
     with Session(other.engine) as session, session.begin():
         announce(session, ["not-yet"])
@@ -73,11 +77,12 @@ def test_progress_published_elsewhere_is_heard_and_throttled(
     relay_and_heard: tuple[Relay, Heard, Store],
 ) -> None:
     relay, heard, other = relay_and_heard
-    publisher = Relay(other, lambda ids: None)
+    publisher = Relay(other, lambda ids, progress_only: None)
     try:
         publisher.publish("w1", {"job-a": (10, 50, "decoding")})
         publisher.publish("w1", {"job-a": (11, 50, "decoding")})  # within the throttle: not sent
         assert heard.wait_for("job-a")
+        assert heard.progress_ids == ["job-a"]  # heard as progress: waiters for an end sleep on
         assert relay.progress("job-a") == (10, 50, "decoding")
         time.sleep(PUBLISH_EVERY_SECONDS)
         publisher.publish("w1", {f"job-{i}": (i, 50, "decoding") for i in range(100)})  # split in messages

@@ -22,6 +22,7 @@ from mcp_server import worker as worker_module
 from mcp_server.config import Settings
 from mcp_server.schemas import Job
 from mcp_server.service import JobService
+from mcp_server.service_waits import SAFETY_POLL_SECONDS, Changes
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -202,3 +203,37 @@ def test_failing_a_job_that_was_cancelled_meanwhile_is_not_an_error(
     assert any("was cancelled before its failure" in record.getMessage() for record in caplog.records)
     assert outcomes.counts["failed"] == 0
     store.close()
+
+
+async def test_progress_wakes_only_the_waiters_that_show_it() -> None:
+    changes = Changes()
+    with changes.listening(progress=False) as for_an_end, changes.listening() as showing_progress:
+        changes.notify(progress_only=True)
+        await _sleep(0.01)  # the wake-up is scheduled on this loop
+        assert showing_progress.is_set() and not for_an_end.is_set()
+        changes.notify()
+        await _sleep(0.01)
+        assert for_an_end.is_set()
+
+
+async def test_waiting_for_our_workers_job_reads_it_at_its_end_not_at_every_step(
+    tiny_checkpoint: Path, data_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with service_for(data_home, tiny_checkpoint) as service:
+        job = await submit(service, duration=20.0)
+        await wait_until(lambda: _status_is(service, job.job_id, "processing"))
+        reads: list[str] = []
+        real_read = service._job
+
+        def counted(job_id: str) -> Job:
+            reads.append(job_id)
+            return real_read(job_id)
+
+        monkeypatch.setattr(service, "_job", counted)
+        started = time.monotonic()
+        [done] = await service.wait([job.job_id], timeout=120)
+        seconds = time.monotonic() - started
+        assert done.status == "completed", done.error
+        # Progress is announced every 0.2 s and the timer re-reads every 5 s for a job our worker holds:
+        # the first read, the one at its end, and at most one a timer's worth.
+        assert seconds > 1.0 and len(reads) <= 2 + seconds / SAFETY_POLL_SECONDS, (len(reads), seconds)

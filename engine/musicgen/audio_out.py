@@ -31,7 +31,14 @@ WAIT_S = 0.05
 
 
 class AudioOut:
-    """Decodes finished rows' audio inline or on its thread; ``ready`` hands over the outcomes."""
+    """Decodes finished rows' audio, each on its own, inline or on its thread; ``ready`` hands over the
+    outcomes.
+
+    Each row is decoded alone, never batched with others of its length: a batched EnCodec call differs from
+    a single one in the last bits, and a request's audio must not depend on which others finished with it
+    (batching saved ~5 % here). A row whose decode has not started yet can be taken back by the stepping
+    thread (``ready(steal=True)``) when it has nothing to step, so the last requests of a burst decode on
+    both cores."""
 
     def __init__(self, model: Any, *, sample_rate: int, channels: int, dtype: str, background: bool) -> None:
         self._model = model
@@ -39,25 +46,33 @@ class AudioOut:
         self._channels = channels
         self._dtype = dtype
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="audio-out") if background else None
-        self._pending: list[Future[list[Outcome]]] = []
+        self._pending: list[tuple[Row, Future[Outcome]]] = []
         self._done: list[Outcome] = []
 
     def submit(self, rows: list[Row]) -> None:
         """Start decoding ``rows`` (codes set, values finite); their outcomes come from ``ready``."""
-        if self._thread is None:
-            self._done.extend(self._outcomes(rows))
-        else:
-            self._pending.append(self._thread.submit(self._outcomes, rows))
+        for row in rows:
+            if self._thread is None:
+                self._done.append(self._outcome(row))
+            else:
+                self._pending.append((row, self._thread.submit(self._outcome, row)))
 
-    def ready(self, wait_s: float = 0.0) -> list[Outcome]:
-        """Outcomes decoded so far (a decode that raised fails its requests), waiting up to ``wait_s`` for
-        one when none is."""
-        if self._pending and wait_s > 0 and not any(future.done() for future in self._pending):
-            wait(self._pending, timeout=wait_s, return_when=FIRST_COMPLETED)
+    def ready(self, wait_s: float = 0.0, *, steal: bool = False) -> list[Outcome]:
+        """Outcomes decoded so far (a decode that raised fails its request). ``steal``: first decode here
+        the most recently queued row the thread has not started on; else wait up to ``wait_s`` for one
+        when none is done."""
+        for entry in reversed(self._pending if steal else []):
+            if entry[1].cancel():  # the thread has not started on it: decode it here instead
+                self._pending.remove(entry)
+                self._done.append(self._outcome(entry[0]))
+                break
+        futures = [future for _, future in self._pending]
+        if futures and wait_s > 0 and not self._done and not any(future.done() for future in futures):
+            wait(futures, timeout=wait_s, return_when=FIRST_COMPLETED)
         outcomes, self._done = self._done, []
-        for future in [future for future in self._pending if future.done()]:
-            self._pending.remove(future)
-            outcomes.extend(future.result())
+        for entry in [entry for entry in self._pending if entry[1].done()]:
+            self._pending.remove(entry)
+            outcomes.append(entry[1].result())
         return outcomes
 
     @property
@@ -68,55 +83,39 @@ class AudioOut:
         if self._thread is not None:
             self._thread.shutdown(wait=True)
 
-    def _outcomes(self, rows: list[Row]) -> list[Outcome]:
+    def _outcome(self, row: Row) -> Outcome:
         try:
             with torch.inference_mode():
-                decoded = self._decode(rows)
-        except Exception as error:  # fail these requests, not the worker: their batch-mates carry on
+                samples = self._decode(row)
+        except Exception as error:  # fail this request, not the worker: its batch-mates carry on
             message = f"decoding the audio failed ({type(error).__name__}: {error}); please report it"
-            return [Outcome(row.request_id, "failed", error=message) for row in rows]
-        return [
-            audio_outcome(
-                row.request_id,
-                samples,
-                sample_rate=self._sample_rate,
-                expected_shape=(self._channels, samples.shape[1]),
-                target_lufs=row.request.loudness_lufs,
-                seed=row.seed,
-                steps=row.windows.steps,
-                seconds=time.perf_counter() - row.admitted_at,
-                dtype=self._dtype,
-            )
-            for row, samples in zip(rows, decoded, strict=True)
-        ]
-
-    def _decode(self, rows: list[Row]) -> list[np.ndarray]:
-        """Each row's audio at its exact length: one-window pieces share ``decode_audio`` calls; longer
-        pieces are decoded whole (``decode_piece``); a continuation is spliced onto the user's audio."""
-        single = [row for row in rows if len(row.windows.windows) == 1 and row.continuation is None]
-        decoded = dict(
-            zip(
-                (row.request_id for row in single),
-                decode_audio(self._model, [row.codes for row in single if row.codes is not None]),
-                strict=True,
-            )
+            return Outcome(row.request_id, "failed", error=message)
+        return audio_outcome(
+            row.request_id,
+            samples,
+            sample_rate=self._sample_rate,
+            expected_shape=(self._channels, samples.shape[1]),
+            target_lufs=row.request.loudness_lufs,
+            seed=row.seed,
+            steps=row.windows.steps,
+            seconds=time.perf_counter() - row.admitted_at,
+            dtype=self._dtype,
         )
-        audio = []
-        for row in rows:
-            assert row.codes is not None
-            whole = decoded.get(row.request_id)
-            if whole is None:
-                whole = decode_piece(self._model, row.codes)
-            if row.continuation is None:
-                audio.append(whole[:, : row.samples])
-                continue
-            audio.append(
-                splice(
-                    row.continuation.prompt.audio,
-                    whole,
-                    prompt_samples=row.prompt_samples,
-                    added_samples=row.samples,
-                    sample_rate=self._sample_rate,
-                )
-            )
-        return audio
+
+    def _decode(self, row: Row) -> np.ndarray:
+        """The row's audio at its exact length: a one-window piece in one ``decode_audio`` call, a longer one
+        whole (``decode_piece``); a continuation spliced onto the user's audio."""
+        assert row.codes is not None
+        if len(row.windows.windows) == 1 and row.continuation is None:
+            whole = decode_audio(self._model, [row.codes])[0]
+        else:
+            whole = decode_piece(self._model, row.codes)
+        if row.continuation is None:
+            return whole[:, : row.samples]
+        return splice(
+            row.continuation.prompt.audio,
+            whole,
+            prompt_samples=row.prompt_samples,
+            added_samples=row.samples,
+            sample_rate=self._sample_rate,
+        )

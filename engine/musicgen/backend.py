@@ -30,13 +30,14 @@ from engine.backend import Admission, Backend, Decision, Outcome, Progress, Step
 from engine.loading import dtype_name
 from engine.musicgen.admission import BatchSizing
 from engine.musicgen.audio_out import WAIT_S, AudioOut
-from engine.musicgen.continuation import encode_prompt, frame_samples
+from engine.musicgen.continuation import frame_samples
 from engine.musicgen.cuda_graphs import CudaGraphs
-from engine.musicgen.decode import LENGTH_BUCKET, DecodeStep, encode_text, round_up, tokenize
+from engine.musicgen.decode import LENGTH_BUCKET, DecodeStep, round_up, tokenize
 from engine.musicgen.decode_state import DecodeState
+from engine.musicgen.encoding import Conditioning, ConditioningEncoder, wait_for_any
 from engine.musicgen.kv_cache import CacheShape
 from engine.musicgen.loading import LoadedModel, capabilities
-from engine.musicgen.prefix import Melody, conditioning_prefix, window_chroma
+from engine.musicgen.prefix import Melody, window_prefix
 from engine.musicgen.requests import Continuation, MusicgenRequest, generation_of, validate_request
 from engine.musicgen.rows import Launch, Row, SlotTable
 from engine.musicgen.windows import MAX_PIECE_SECONDS, WINDOW_SECONDS, WindowPlan, plan_piece
@@ -98,6 +99,7 @@ class MusicgenBackend(Backend[MusicgenRequest]):
         self._rows: dict[str, Row] = {}  # every held request: in a slot, or draining its last steps
         self._launches: deque[Launch] = deque()
         self._ended: list[Outcome] = []  # cancelled, or failed at the last step; reported by the next step()
+        self._encoder = ConditioningEncoder(model, background=not self._cuda)
         self._audio = AudioOut(
             model,
             sample_rate=self.capabilities.sample_rate,
@@ -156,25 +158,9 @@ class MusicgenBackend(Backend[MusicgenRequest]):
         plan = self.plan(request)
         self._step.ensure_positions(self._state.shape.length)
         seed = secrets.randbelow(SEED_SPACE) if generation.seed is None else generation.seed
+        # Tokenised here: a fast tokenizer may not be called from two threads at once.
+        tokens = None if self._melody else tokenize(self._processor, generation.prompt, self._device)
         codebooks = int(self._model.decoder.num_codebooks)
-        with torch.inference_mode():
-            piece = torch.zeros((codebooks, 0), dtype=torch.long, device=self._device)
-            prompt_samples = 0
-            if continuation is not None:
-                prompt = encode_prompt(self._model, continuation.prompt.audio)
-                piece, prompt_samples = prompt.codes, prompt.samples
-            first = plan.windows[0]
-            prefix = 0
-            melody = request if isinstance(request, Melody) else None
-            if self._melody:
-                self._state.start(slot, generation, first.frames, [])
-                prefix = self._write_prefix(slot, generation.prompt, melody, plan, 0)
-            else:
-                text = encode_text(self._model, self._processor, generation.prompt, self._device)
-                self._state.start(slot, generation, first.frames, text)
-            if first.context_frames:
-                self._state.restart(slot, first.frames, first.prompt(piece))
-                self._step.prefill(self._state, slot)
         row = Row(
             request_id=request_id,
             request=generation,
@@ -184,14 +170,15 @@ class MusicgenBackend(Backend[MusicgenRequest]):
             generator=torch.Generator(device=self._device).manual_seed(seed),
             slot=slot,
             admitted_at=time.perf_counter(),
-            piece=piece,
+            piece=torch.zeros((codebooks, 0), dtype=torch.long, device=self._device),
             continuation=continuation,
-            melody=melody,
-            prompt_samples=prompt_samples,
-            position=first.context_frames,
-            prefix=prefix,
+            melody=request if isinstance(request, Melody) else None,
+            position=plan.windows[0].context_frames,
+            conditioning=self._encoder.submit(
+                tokens, continuation.prompt.audio if continuation is not None else None
+            ),
         )
-        self._slots.take(slot, row)
+        self._slots.take(slot, row)  # reserved now; it decodes once its conditioning is encoded
         self._rows[request_id] = row
 
     def cancel(self, request_id: str) -> bool:
@@ -217,6 +204,7 @@ class MusicgenBackend(Backend[MusicgenRequest]):
         return self.loaded.memory_bytes + state
 
     def close(self) -> None:
+        self._encoder.close()
         self._audio.close()
 
     @property
@@ -227,17 +215,55 @@ class MusicgenBackend(Backend[MusicgenRequest]):
 
     @torch.inference_mode()
     def step(self) -> StepReport:
-        live = self._slots.live()
+        self._start_encoded(wait=not self._decoding())
+        live = self._decoding()
         if live:
             self._launch(live)
         self._collect(wait=not live)
-        # With nothing to launch or report, wait a little for audio rather than spin.
-        finished = self._ended + self._decoded(wait=not live and not self._ended)
+        # With nothing to launch, help decode the audio (unless a row is about to start); with nothing to
+        # report either, wait a little for it rather than spin.
+        idle = not live and not any(row.conditioning is not None for row in self._rows.values())
+        finished = self._ended + self._decoded(wait=not live and not self._ended, steal=idle)
         self._ended = []
         return StepReport(
             progress={row.request_id: row.progress() for row in self._rows.values()},
             finished=finished,
         )
+
+    def _decoding(self) -> list[Row]:
+        return [row for row in self._slots.live() if row.conditioning is None]
+
+    def _start_encoded(self, wait: bool) -> None:
+        """Start decoding every admitted row whose conditioning is encoded (waiting a little for one when
+        nothing else would step); a row whose encoding or start failed fails its request."""
+        encoding = [(row, row.conditioning) for row in self._rows.values() if row.conditioning is not None]
+        if wait:
+            wait_for_any([future for _, future in encoding], WAIT_S)
+        for row, future in encoding:
+            if not future.done():
+                continue
+            row.conditioning = None
+            try:
+                self._start(row, future.result())
+            except Exception as error:  # this request fails; its batch-mates carry on
+                del self._rows[row.request_id]
+                self._release(row)
+                message = f"starting the request failed ({type(error).__name__}: {error})"
+                self._ended.append(Outcome(row.request_id, "failed", error=message))
+
+    def _start(self, row: Row, conditioning: Conditioning) -> None:
+        """Write ``row``'s conditioning into its slot: the text's keys and values (or a melody checkpoint's
+        prefix), then a continuation's prompt, prefilled."""
+        assert row.slot is not None and self._state is not None
+        first = row.windows.windows[0]
+        if conditioning.prompt is not None:
+            row.piece, row.prompt_samples = conditioning.prompt.codes, conditioning.prompt.samples
+        self._state.start(row.slot, row.request, first.frames, conditioning.text)
+        if self._melody:
+            row.prefix = self._write_prefix(row.slot, row.request.prompt, row.melody, row.windows, 0)
+        if first.context_frames:
+            self._state.restart(row.slot, first.frames, first.prompt(row.piece))
+            self._step.prefill(self._state, row.slot)
 
     def _launch(self, live: list[Row]) -> None:
         state = self._state
@@ -303,8 +329,7 @@ class MusicgenBackend(Backend[MusicgenRequest]):
     ) -> int:
         """Write window ``index``'s conditioning prefix into ``slot`` (a melody checkpoint); its length."""
         assert self._state is not None
-        chroma = window_chroma(melody, plan, index, self._frame_samples / self.capabilities.sample_rate)
-        states = conditioning_prefix(self._model, self._processor, prompt, chroma, self._device)
+        states = window_prefix(self._model, self._processor, prompt, melody, plan, index, self._device)
         self._step.prefill_prefix(self._state, slot, states)
         return int(states.shape[1])
 
@@ -344,9 +369,9 @@ class MusicgenBackend(Backend[MusicgenRequest]):
         if decodable:
             self._audio.submit(decodable)
 
-    def _decoded(self, wait: bool) -> list[Outcome]:
+    def _decoded(self, wait: bool, steal: bool) -> list[Outcome]:
         """Outcomes whose audio is decoded, for requests still held (a cancelled one's is dropped)."""
-        ready = self._audio.ready(WAIT_S if wait else 0.0)
+        ready = self._audio.ready(WAIT_S if wait else 0.0, steal=steal)
         return [outcome for outcome in ready if self._rows.pop(outcome.request_id, None) is not None]
 
     # --- slots and buffers ------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ to the whole sequence and grows every layer's keys and values by concatenation a
 the same weights differently:
 
 - each request's text is encoded once, and its cross-attention keys and values computed once, when it is
-  admitted into a slot (``encode_text``);
+  admitted into a slot (``encode_tokens``, off the decode loop on a CPU: ``engine.musicgen.encoding``);
 - classifier-free guidance runs as a pair of rows per slot (conditional, unconditional); the unconditional
   text states are zeros, and cross-attention has no biases, so on zero states it adds exactly zero: the
   unconditional rows skip it;
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,11 +88,9 @@ def tokenize(processor: Any, prompt: str, device: torch.device) -> Any:
     return processor(text=[prompt], padding=True, return_tensors="pt").to(device)
 
 
-def encode_text(
-    model: Any, processor: Any, prompt: str, device: torch.device
-) -> list[tuple[torch.Tensor, ...]]:
-    """The text encoder, then every layer's cross-attention keys and values: (1, heads, tokens, head_dim)."""
-    inputs = tokenize(processor, prompt, device)
+def encode_tokens(model: Any, inputs: Mapping[str, torch.Tensor]) -> list[tuple[torch.Tensor, ...]]:
+    """The text encoder over a tokenised prompt (``tokenize``), then every layer's cross-attention keys and
+    values: (1, heads, tokens, head_dim)."""
     hidden = model.text_encoder(
         input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
     ).last_hidden_state

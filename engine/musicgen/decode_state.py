@@ -53,7 +53,8 @@ class DecodeState:
     def grow(self, slots: int, length: int, text_length: int) -> bool:
         """Room for ``slots`` slots of ``length`` positions and ``text_length`` text tokens, keeping every
         slot's state; True when buffers were reallocated (captured graphs then no longer apply)."""
-        cache = self.cache.grown(slots, length, text_length)
+        written = int((self.position + self.prefix).max()) + 1  # a slot writes at its position, then moves on
+        cache = self.cache.grown(slots, length, text_length, min(written, self.shape.length))
         if cache is self.cache:
             return False
         old = self.shape

@@ -22,6 +22,7 @@ transformers' ``generate`` does.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +100,24 @@ def window_chroma(
     if len(plan.windows) == 1:
         return melody.chroma
     return melody.window_chroma(plan.windows[index].first_frame * frame_seconds)
+
+
+def window_prefix(
+    model: Any,
+    processor: Any,
+    prompt: str,
+    melody: Melody | None,
+    plan: WindowPlan,
+    index: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """The conditioning prefix of window ``index`` of a melody checkpoint's piece (``conditioning_prefix``
+    on the window's ``window_chroma``)."""
+    codec = model.config.audio_encoder
+    frame_seconds = math.prod(codec.upsampling_ratios) / codec.sampling_rate
+    return conditioning_prefix(
+        model, processor, prompt, window_chroma(melody, plan, index, frame_seconds), device
+    )
 
 
 def melody_of(request: GenerationRequest, source: DecodedAudio) -> Melody:

@@ -3,12 +3,14 @@ has launched."""
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from engine.backend import Progress
+from engine.musicgen.encoding import Conditioning
 from engine.musicgen.prefix import Melody
 from engine.musicgen.requests import Continuation
 from engine.musicgen.windows import WindowPlan
@@ -44,12 +46,15 @@ class Row:
     done: int = 0  # steps the device has finished, over all windows
     codes: torch.Tensor | None = None
     nonfinite: torch.Tensor | None = None
+    conditioning: Future[Conditioning] | None = None  # still being encoded: the row does not decode yet
 
     def progress(self) -> Progress:
         """Steps the device has finished, of all the windows', and the phase they put the request in."""
         total = self.windows.steps
         count = len(self.windows.windows)
         phase = "decoding" if self.done < total else "decoding audio"
+        if self.conditioning is not None:
+            phase = "encoding the prompt"
         if count > 1 and self.done < total:
             window = next(
                 w for w in self.windows.windows if self.windows.steps_before(w.index + 1) > self.done
