@@ -22,11 +22,12 @@ The contract, which every family keeps:
 - **Step.** ``step()`` advances every admitted request by one unit of the family's work — a decode step
   (one codec frame for every live row) for MusicGen, one denoising step for a diffusion family, one segment
   for a separator — and returns a ``StepReport``. What a step is and how many a request needs are the
-  family's business; the scheduler only sees ``Progress(done, total)``. A step of a request that is not in
+  family's business; the scheduler only sees ``Progress(done, total)``. Work of a request that is not in
   the running batch yet (text encoding, latent set-up) or that has left it (codec decoding, stitching) may
-  happen inside ``admit`` or inside the ``step`` call that finishes it; the family says which in ``phase``.
+  happen inside ``admit``, inside a ``step`` call, or on a thread of the family's own while the batch steps
+  on; the family says which in ``phase``.
 - **Admission at a step boundary.** ``admit`` is only called between steps; the request takes part in the
-  next ``step()``. Families that can only run like requests together (same model, same duration bucket,
+  next ``step()``, or (its set-up running on a thread) in the first one after its set-up is done. Families that can only run like requests together (same model, same duration bucket,
   same task) say ``LATER`` for a request that does not match the running group and admit it once that
   group has drained. ``can_admit`` also applies the memory budget: a request that does not fit in the
   memory free now waits (``LATER``) rather than failing or swapping; ``NEVER`` is for a request that
@@ -189,8 +190,9 @@ class Backend(ABC, Generic[RequestT]):
 
     @abstractmethod
     def admit(self, request_id: str, request: RequestT) -> None:
-        """Add ``request`` to the running work; it takes part in the next ``step()``. Only call it between
-        steps and after ``can_admit`` said ``NOW``; ``request_id`` must not already be held."""
+        """Add ``request`` to the running work; it takes part in the next ``step()`` (or the first after its
+        set-up, where that runs on a thread). Only call it between steps and after ``can_admit`` said
+        ``NOW``; ``request_id`` must not already be held."""
 
     @abstractmethod
     def step(self) -> StepReport:
