@@ -27,11 +27,12 @@ The contract, which every family keeps:
   happen inside ``admit``, inside a ``step`` call, or on a thread of the family's own while the batch steps
   on; the family says which in ``phase``.
 - **Admission at a step boundary.** ``admit`` is only called between steps; the request takes part in the
-  next ``step()``, or (its set-up running on a thread) in the first one after its set-up is done. Families that can only run like requests together (same model, same duration bucket,
-  same task) say ``LATER`` for a request that does not match the running group and admit it once that
-  group has drained. ``can_admit`` also applies the memory budget: a request that does not fit in the
-  memory free now waits (``LATER``) rather than failing or swapping; ``NEVER`` is for a request that
-  could not run even on an empty device, with a reason a user can act on.
+  next ``step()``, or (its set-up running on a thread) in the first one after its set-up is done.
+  Families that can only run like requests together (same model, same duration bucket, same task) say
+  ``LATER`` for a request that does not match the running group and admit it once that group has drained.
+  ``can_admit`` also applies the memory budget: a request that does not fit in the memory free now waits
+  (``LATER``) rather than failing or swapping; ``NEVER`` is for a request that could not run even on an
+  empty device, with a reason a user can act on.
 - **Results as soon as each is done.** ``StepReport.finished`` carries the ``Outcome`` of every request that
   ended in that step — completed with its post-processed audio, failed with a one-line error (non-finite
   samples are a failure, never silence), or cancelled — while its batch-mates keep running. A request's

@@ -20,6 +20,7 @@ def test_the_ceiling_of_n_requests_arriving_at_once() -> None:
     assert latency == pytest.approx(2.4 / 1.5)
 
 
+@pytest.mark.slow  # keeps the default suite near 10 min; .ci/run runs it
 def test_the_script_measures_a_real_checkpoint(tiny_checkpoint: Path, tmp_path: Path) -> None:
     output = tmp_path / "ceiling.json"
     ceiling.main(

@@ -496,6 +496,7 @@ def test_benchmark_smoke(tiny_checkpoint: Path, tmp_path: Path) -> None:
     assert "engine 2 concurrent" in completed.stdout
 
 
+@pytest.mark.slow  # keeps the default suite near 10 min; .ci/run runs it
 def test_staggered_bench_smoke(tiny_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "staggered.json"
     run_bench(
