@@ -63,6 +63,8 @@ class Scenario:
     cpu_seconds: float | None = None  # this process's CPU time over the scenario
     solo_cpu_seconds: list[float] = field(default_factory=list)
     cpu_throughput_vs_solo: float | None = None
+    # The worker's steps over the scenario by the jobs each carried: (steps, mean ms), from its telemetry.
+    steps: dict[int, tuple[int, float]] = field(default_factory=dict)
 
     @property
     def worst_latency_ratio(self) -> float | None:
@@ -97,6 +99,17 @@ async def cpu_timed_job(jobs: JobService, item: GenerationRequest) -> tuple[floa
     cpu = time.process_time()
     latency = await timed_job(jobs, item)
     return latency, time.process_time() - cpu
+
+
+def steps_since(jobs: JobService, before: dict[int, tuple[int, float]]) -> dict[int, tuple[int, float]]:
+    """The worker's steps since ``before`` (``Telemetry.step_totals``): count and mean ms by jobs carried."""
+    steps = {}
+    for carried, (count, seconds) in sorted(jobs.telemetry.step_totals().items()):
+        earlier_count, earlier_seconds = before.get(carried, (0, 0.0))
+        if count > earlier_count:
+            added = count - earlier_count
+            steps[carried] = (added, (seconds - earlier_seconds) / added * 1e3)
+    return steps
 
 
 async def ready(jobs: JobService) -> None:
@@ -143,14 +156,23 @@ async def service_scenarios(args: argparse.Namespace, checkpoint: Path, scratch:
     with service(scratch / "warm", checkpoint, args.dtype) as jobs:
         await ready(jobs)
         await timed_job(jobs, request(98, 1.0))  # warm-up: kernels, page faults of memory-mapped weights
+        before = jobs.telemetry.step_totals()
         timed = [await cpu_timed_job(jobs, item) for item in items]
         solo, solo_cpu = [latency for latency, _ in timed], [cpu for _, cpu in timed]
         results.append(
-            Scenario("solo", most, sum(solo), solo, cpu_seconds=sum(solo_cpu), solo_cpu_seconds=solo_cpu)
+            Scenario(
+                "solo",
+                most,
+                sum(solo),
+                solo,
+                cpu_seconds=sum(solo_cpu),
+                solo_cpu_seconds=solo_cpu,
+                steps=steps_since(jobs, before),
+            )
         )
         print_row(results[-1])
         for count in args.counts:
-            cpu = time.process_time()
+            cpu, before = time.process_time(), jobs.telemetry.step_totals()
             wall, latencies = await staggered(jobs, items[:count], args.gap)
             cpu = time.process_time() - cpu
             scenario = Scenario(
@@ -164,6 +186,7 @@ async def service_scenarios(args: argparse.Namespace, checkpoint: Path, scratch:
                 cpu_seconds=cpu,
                 solo_cpu_seconds=solo_cpu[:count],
                 cpu_throughput_vs_solo=sum(solo_cpu[:count]) / cpu,
+                steps=steps_since(jobs, before),
             )
             results.append(scenario)
             print_row(scenario)
@@ -257,6 +280,9 @@ def print_row(scenario: Scenario) -> None:
     cpu = "" if scenario.cpu_seconds is None else f"  cpu {scenario.cpu_seconds:.1f} s"
     if scenario.cpu_throughput_vs_solo is not None:
         cpu += f" (cpu throughput {scenario.cpu_throughput_vs_solo:.2f}x)"
+    if scenario.steps:
+        carried = ", ".join(f"{jobs}: {count} x {ms:.0f} ms" for jobs, (count, ms) in scenario.steps.items())
+        cpu += f"  steps by jobs carried [{carried}]"
     print(
         f"{scenario.name:<20} {scenario.requests:>3}  wall {scenario.wall_seconds:7.1f} s  "
         f"throughput {ratio:>7}  "

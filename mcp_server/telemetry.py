@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 # on a slow CPU several minutes.
 GENERATION_BUCKETS = (0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+# One step: a tiny CPU checkpoint's takes milliseconds, musicgen-small's on a 2-core CPU 0.15-0.3 s.
+STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 1, 2.5)
 STEP_RATE_SMOOTHING = 0.05  # weight of the newest step in the steps-per-second gauge
 
 
@@ -48,6 +50,13 @@ class Telemetry:
             "dgx_music_batch_jobs", "Jobs carried by each step.", buckets=BATCH_BUCKETS, registry=r
         )
         self.decode_steps = Counter("dgx_music_decode_steps", "Steps run by this worker.", registry=r)
+        self.step_seconds = Histogram(
+            "dgx_music_step_seconds",
+            "Wall time of each step, by the number of jobs it carried: what batching costs per step.",
+            ["jobs"],
+            buckets=STEP_BUCKETS,
+            registry=r,
+        )
         self.steps_per_second = Gauge(
             "dgx_music_decode_steps_per_second",
             "Steps per second, smoothed over the last few dozen steps.",
@@ -82,6 +91,7 @@ class Telemetry:
         self.batch_size.set(jobs)
         self.batch_sizes.observe(jobs)
         self.decode_steps.inc()
+        self.step_seconds.labels(str(jobs)).observe(seconds)
         if seconds > 0:  # exponential smoothing: one slow step (a graph capture, a load) does not dominate
             rate = 1.0 / seconds
             self._steps_per_second = (
@@ -98,6 +108,18 @@ class Telemetry:
         self.generation_seconds.observe(generation_seconds)
 
     # --- readers ------------------------------------------------------------------------------------------
+
+    def step_totals(self) -> dict[int, tuple[int, float]]:
+        """Steps so far and their seconds, by the number of jobs they carried."""
+        totals: dict[int, list[float]] = {}
+        for metric in self.step_seconds.collect():
+            for sample in metric.samples:
+                jobs = int(sample.labels["jobs"])
+                if sample.name.endswith("_count"):
+                    totals.setdefault(jobs, [0.0, 0.0])[0] = sample.value
+                elif sample.name.endswith("_sum"):
+                    totals.setdefault(jobs, [0.0, 0.0])[1] = sample.value
+        return {jobs: (int(count), seconds) for jobs, (count, seconds) in totals.items()}
 
     def exposition(self, counts: dict[str, int]) -> bytes:
         """The Prometheus text format, with job counts (by status, from the database) filled in first."""

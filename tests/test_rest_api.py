@@ -215,6 +215,9 @@ def test_health_and_metrics(server: str) -> None:
     assert families["dgx_music_model_load_seconds"].samples[0].value > 0
     for name in ("dgx_music_queue_depth", "dgx_music_batch_size", "dgx_music_batch_jobs"):
         assert name in families
+    step_samples = families["dgx_music_step_seconds"].samples
+    steps = {(sample.name, sample.labels["jobs"]): sample.value for sample in step_samples}
+    assert steps[("dgx_music_step_seconds_count", "1")] > 0 and steps[("dgx_music_step_seconds_sum", "1")] > 0
 
 
 def test_health_is_503_when_the_model_cannot_load(tiny_checkpoint: Path, tmp_path: Path) -> None:
