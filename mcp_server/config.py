@@ -29,10 +29,15 @@ class ConfigError(Exception):
     """A setting is invalid; the message names the variable or flag and the allowed values."""
 
 
+def _xdg(variable: str, fallback: str) -> Path:
+    """The XDG base directory ``variable`` names, else ``~/<fallback>``."""
+    xdg = os.environ.get(variable)
+    return Path(xdg) if xdg else Path.home() / fallback
+
+
 def default_home() -> Path:
     """$XDG_DATA_HOME/dgx-music, else ~/.local/share/dgx-music (the same rule as the storage package)."""
-    xdg = os.environ.get("XDG_DATA_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "dgx-music"
+    return _xdg("XDG_DATA_HOME", ".local/share") / "dgx-music"
 
 
 class Settings(BaseModel):
@@ -133,8 +138,7 @@ class Settings(BaseModel):
         build per machine, shared by every data directory (each test's home, each worker)."""
         if self.kernel_cache is not None:
             return self.kernel_cache.expanduser()
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        return (Path(xdg) if xdg else Path.home() / ".cache") / "dgx-music" / "kernels"
+        return _xdg("XDG_CACHE_HOME", ".cache") / "dgx-music" / "kernels"
 
     @property
     def log_file(self) -> Path:

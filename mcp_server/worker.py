@@ -327,7 +327,7 @@ class Worker(ModelResidency):
         """Cancellations asked for here or (polled) in the database, time limits, shutdown."""
         with self._lock:
             asked, self._cancel_requested = self._cancel_requested, set()
-        if poll and self._jobs:  # cancel_job in another process can only tell us through the database
+        if poll:  # cancel_job in another process can only tell us through the database
             with suppress(Exception):
                 asked |= self.store.with_status(list(self._jobs), "cancelled")
         limit = self.settings.job_timeout_s
