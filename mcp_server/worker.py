@@ -256,6 +256,7 @@ class Worker(ModelResidency):
                     except (InvalidRequest, operations.SourceUnavailable) as error:
                         for member in members:
                             self.outcomes.fail(member.id, str(error), member)
+                        self._notify(False)
                         continue
                     job = _Job(generation, request, members)
                     for member in members:
@@ -273,6 +274,7 @@ class Worker(ModelResidency):
                     self._forget(job)
                     for member in job.members:
                         self.outcomes.fail(member.id, admission.reason, member)
+                    self._notify(False)  # its waiters sleep until told: the job was ours
                     continue
                 core.admit(job.generation.id, job.request)
                 job.admitted = time.monotonic()

@@ -139,11 +139,7 @@ def crash_rounds(home: Path, checkpoint: Path, rounds: int) -> None:
     )
 
 
-def test_three_sigkill_rounds_lose_nothing(tiny_checkpoint: Path, data_home: Path) -> None:
-    crash_rounds(data_home, tiny_checkpoint, rounds=3)
-
-
-@pytest.mark.slow
+@pytest.mark.slow  # ~2 min; the default suite kills a server once (test_mcp_transports)
 def test_twenty_sigkill_rounds_lose_nothing(tiny_checkpoint: Path, data_home: Path) -> None:
     crash_rounds(data_home, tiny_checkpoint, rounds=20)
 
