@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from typing import TYPE_CHECKING
 
@@ -26,12 +27,16 @@ log = logging.getLogger("mcp_server.worker")
 
 
 class Outcomes:
-    """Records job ends in the store; ``counts`` and ``first_audio_seconds`` are read by metrics and logs."""
+    """Records job ends in the store, then wakes the job's waiters (``notify(False)``: a change of status,
+    not progress); ``counts`` and ``first_audio_seconds`` are read by metrics and logs."""
 
-    def __init__(self, settings: Settings, store: Store, telemetry: Telemetry) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, telemetry: Telemetry, notify: Callable[[bool], None]
+    ) -> None:
         self.settings = settings
         self.store = store
         self.telemetry = telemetry
+        self._notify = notify
         self.started = 0.0  # monotonic time the worker started, for first_audio_seconds
         self.first_audio_seconds: float | None = None  # from start to the first completed job's audio
         self.counts = {"completed": 0, "failed": 0, "requeued": 0, "discarded": 0, "expired": 0}
@@ -52,6 +57,7 @@ class Outcomes:
         )
         for member in members:
             self._record_one(member, stop_reason, outcome, outputs.get(member.id), device)
+        self._notify(False)
 
     def _record_one(
         self,
@@ -149,3 +155,4 @@ class Outcomes:
             log.info("job %s was cancelled before its failure could be recorded (%s)", job_id, error)
         except Exception:
             log.exception("could not mark job %s failed", job_id)
+        self._notify(False)

@@ -162,7 +162,6 @@ class ModelResidency:
                 log.error("could not load %s: %s", model_id, error)
                 for generation in self._claim(model_id, self.settings.max_queue):
                     self.outcomes.fail(generation.id, error or "could not load the model", generation)
-                self._notify(False)
                 continue
             self._residents[model_id] = Resident(model_id, engine)
             self.telemetry.model_loaded(engine)

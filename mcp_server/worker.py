@@ -107,7 +107,7 @@ class Worker(ModelResidency):
         self._shared = store.engine.dialect.name == "postgresql"  # other workers may serve this queue
         self._last_heartbeat = 0.0
         self.claim_seconds: deque[float] = deque(maxlen=1000)  # how long each claim that got jobs took
-        self.outcomes = Outcomes(settings, store, telemetry)
+        self.outcomes = Outcomes(settings, store, telemetry, notify)
         self.counts = self.outcomes.counts  # one dict: the heartbeat counts expired leases in it too
 
     # --- called from other threads ----------------------------------------------------------------------
@@ -256,7 +256,6 @@ class Worker(ModelResidency):
                     except (InvalidRequest, operations.SourceUnavailable) as error:
                         for member in members:
                             self.outcomes.fail(member.id, str(error), member)
-                        self._notify(False)
                         continue
                     job = _Job(generation, request, members)
                     for member in members:
@@ -274,7 +273,6 @@ class Worker(ModelResidency):
                     self._forget(job)
                     for member in job.members:
                         self.outcomes.fail(member.id, admission.reason, member)
-                    self._notify(False)  # its waiters sleep until told: the job was ours
                     continue
                 core.admit(job.generation.id, job.request)
                 job.admitted = time.monotonic()
@@ -372,7 +370,6 @@ class Worker(ModelResidency):
         """Record how a job ended: completed, failed, cancelled, timed out, or re-queued (shutdown)."""
         self._forget(job)
         self.outcomes.record(job.members, job.stop_reason, outcome, device)
-        self._notify(False)
 
     def _forget(self, job: _Job) -> None:
         for member in job.members:

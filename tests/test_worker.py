@@ -195,7 +195,7 @@ def test_failing_a_job_that_was_cancelled_meanwhile_is_not_an_error(
     job = store.create("a clip", "some/model", {"duration": 1.0})
     [claim] = store.claim("some/model", 1)
     store.cancel(job.id)
-    outcomes = Outcomes(settings, store, Telemetry())
+    outcomes = Outcomes(settings, store, Telemetry(), lambda progress_only: None)
     with caplog.at_level("INFO", logger="mcp_server.worker"):
         outcomes.fail(job.id, "duration: too long", claim)
     assert store.get(job.id).status == "cancelled"

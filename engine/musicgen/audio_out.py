@@ -12,7 +12,7 @@ break the capture).
 from __future__ import annotations
 
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ import torch
 from engine.backend import Outcome
 from engine.musicgen.continuation import splice
 from engine.musicgen.decode import decode_audio
+from engine.musicgen.encoding import wait_for_any
 from engine.musicgen.piece import decode_piece
 from engine.musicgen.rows import Row
 from engine.results import audio_outcome
@@ -66,9 +67,8 @@ class AudioOut:
                 self._pending.remove(entry)
                 self._done.append(self._outcome(entry[0]))
                 break
-        futures = [future for _, future in self._pending]
-        if futures and wait_s > 0 and not self._done and not any(future.done() for future in futures):
-            wait(futures, timeout=wait_s, return_when=FIRST_COMPLETED)
+        if wait_s > 0 and not self._done:
+            wait_for_any([future for _, future in self._pending], wait_s)
         outcomes, self._done = self._done, []
         for entry in [entry for entry in self._pending if entry[1].done()]:
             self._pending.remove(entry)

@@ -68,7 +68,7 @@ class ConditioningEncoder:
         return Conditioning(text=text, prompt=prompt)
 
 
-def wait_for_any(futures: Sequence[Future[Conditioning]], timeout: float) -> None:
+def wait_for_any(futures: Sequence[Future[Any]], timeout: float) -> None:
     """Block until one of ``futures`` is done or ``timeout`` seconds passed (at once when one already is)."""
     if futures and not any(future.done() for future in futures):
         wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)

@@ -51,10 +51,10 @@ class Row:
     def progress(self) -> Progress:
         """Steps the device has finished, of all the windows', and the phase they put the request in."""
         total = self.windows.steps
+        if self.conditioning is not None:
+            return Progress(done=self.done, total=total, phase="encoding the prompt")
         count = len(self.windows.windows)
         phase = "decoding" if self.done < total else "decoding audio"
-        if self.conditioning is not None:
-            phase = "encoding the prompt"
         if count > 1 and self.done < total:
             window = next(
                 w for w in self.windows.windows if self.windows.steps_before(w.index + 1) > self.done
