@@ -306,8 +306,18 @@ class Worker(ModelResidency):
                 "heartbeat failed (%s: %s); retrying at the next step boundary", type(error).__name__, error
             )
             return
-        for job_id, job in list(self._jobs.items()):
-            if job_id not in held and job.stop_reason is None:
+        missing = [job_id for job_id, job in self._jobs.items() if job_id not in held and not job.stop_reason]
+        # A job cancelled meanwhile is not 'processing' any more either: that is a cancellation (stopped as
+        # one at this boundary), not a lapsed lease, whose result another worker would then redo.
+        cancelled: set[str] = set()
+        if missing:
+            with suppress(Exception):
+                cancelled = self.store.with_status(missing, "cancelled")
+            with self._lock:
+                self._cancel_requested |= cancelled
+        for job_id in missing:
+            job = self._jobs[job_id]
+            if job_id not in cancelled and job.stop_reason is None:
                 log.warning(
                     "job %s: the lease of attempt %d lapsed (this worker was stalled); another worker may "
                     "own it now, so it stops here and its result is discarded",
